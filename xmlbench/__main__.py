@@ -1,0 +1,5 @@
+import sys
+
+from xmlbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,299 @@
+"""The dataset object every model sees: splits with CSR label matrices over one label vocabulary.
+
+Label ids: labels of the training file first (in order of first appearance), then those first seen in a
+validation file, then those seen only in test. Test-only labels are kept and counted, never given garbage
+ids; a model simply has no training signal for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+
+from xmlbench.data.manifest import DATASETS, DatasetInfo, datasets_dir
+from xmlbench.data.readers import LabelVocab, TextLines, read_bow, read_label_lines, scan_lines
+from xmlbench.errors import UserError
+
+
+@dataclass
+class Split:
+    """Documents of one split. ``rows`` index the underlying file (texts or features) when the split is a
+    subset of it, e.g. the validation split carved from train; token caches are keyed by that file."""
+
+    name: str
+    labels: sp.csr_matrix  # (n, L) float32, sorted int32 indices
+    texts: TextLines | None = None
+    features: sp.csr_matrix | None = None  # bag-of-words datasets only
+    rows: np.ndarray | None = None  # rows of the underlying file; None = all, in order
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def file_rows(self) -> np.ndarray:
+        return np.arange(len(self)) if self.rows is None else self.rows
+
+    def iter_texts(self) -> Iterator[str]:
+        if self.texts is None:
+            raise UserError(f"the {self.name} split has no texts (bag-of-words dataset); use a text model")
+        return self.texts.iter_lines(self.rows)
+
+    def subset(self, idx: np.ndarray, name: str | None = None) -> "Split":
+        idx = np.asarray(idx, dtype=np.int64)
+        return Split(
+            name=name or self.name,
+            labels=self.labels[idx],
+            texts=self.texts,
+            features=self.features,
+            rows=self.file_rows[idx],
+        )
+
+    def feature_rows(self) -> sp.csr_matrix:
+        if self.features is None:
+            raise UserError(f"the {self.name} split has no bag-of-words features")
+        return self.features if self.rows is None else self.features[self.rows]
+
+
+@dataclass
+class Dataset:
+    name: str
+    path: Path
+    format: str
+    label_names: list[str]
+    train: Split
+    test: Split
+    valid: Split | None  # from valid_* files, when the dataset ships them
+    fingerprint: str
+    info: DatasetInfo | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.label_names)
+
+    def label_counts(self) -> np.ndarray:
+        """Training documents per label (int64, length n_labels)."""
+        return np.bincount(self.train.labels.indices, minlength=self.n_labels).astype(np.int64)
+
+    def inv_propensity(self) -> np.ndarray:
+        from xmlbench.metrics.propensity import inv_propensity
+
+        a = self.info.propensity_a if self.info else 0.55
+        b = self.info.propensity_b if self.info else 1.5
+        return inv_propensity(self.label_counts(), len(self.train), A=a, B=b)
+
+    @property
+    def has_texts(self) -> bool:
+        return self.train.texts is not None
+
+
+def resolve_dataset_path(name_or_path: str) -> tuple[Path, DatasetInfo | None]:
+    """A registered name (or alias), a synthetic preset (generated on first use), or a folder path."""
+    if name_or_path in DATASETS:
+        info = DATASETS.get(name_or_path)
+        if not _has_files(info.folder):
+            raise UserError(
+                f"dataset {info.name!r} is not in {info.folder}: run 'xmlbench data download {info.name}' "
+                f"or unpack its files ({info.train_texts}, train_labels.txt, ...) there"
+            )
+        return info.folder, info
+    from xmlbench.data.synth import PRESETS, write_synthetic
+
+    if name_or_path in PRESETS:
+        folder = datasets_dir() / name_or_path
+        if not (folder / "synth.json").is_file():
+            write_synthetic(name_or_path, folder, seed=0)
+        return folder, None
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path, None
+    known = ", ".join(DATASETS.names() + PRESETS.names())
+    raise UserError(f"unknown dataset {name_or_path!r}: not a registered name nor a folder; known: {known}")
+
+
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.glob("train*"))
+
+
+def open_dataset(name_or_path: str, progress: bool = False) -> Dataset:
+    path, info = resolve_dataset_path(name_or_path)
+    name = info.name if info else (name_or_path if not Path(name_or_path).is_dir() else path.name)
+    if _bow_files(path):
+        return _open_bow(path, name, info, progress)
+    return _open_text(path, name, info, progress)
+
+
+def _find(folder: Path, split: str, kind: str, required: bool = True) -> Path | None:
+    """``{split}_texts.txt`` or ``{split}_raw_texts.txt`` (kind 'texts'); ``{split}_labels.txt``."""
+    names = [f"{split}_texts.txt", f"{split}_raw_texts.txt"] if kind == "texts" else [f"{split}_labels.txt"]
+    for n in names:
+        if (folder / n).is_file():
+            return folder / n
+    if required:
+        raise UserError(f"{folder / names[0]}: file not found (expected one of {', '.join(names)} in {folder})")
+    return None
+
+
+def _open_text(path: Path, name: str, info: DatasetInfo | None, progress: bool) -> Dataset:
+    if not path.is_dir():
+        raise UserError(f"{path}: dataset folder not found")
+    vocab = LabelVocab()
+    splits: dict[str, Split] = {}
+    digests = []
+    for split in ("train", "valid", "test"):
+        texts_path = _find(path, split, "texts", required=split != "valid")
+        if texts_path is None:
+            continue
+        labels_path = _find(path, split, "labels")
+        texts = scan_lines(texts_path, progress)
+        labels = read_label_lines(labels_path, vocab, progress)
+        n_texts = _count_without_trailing_blanks(texts, len(labels))
+        if n_texts != len(labels):
+            raise UserError(
+                f"{texts_path}: {n_texts} documents but {labels_path.name} has {len(labels)} lines; "
+                "texts and labels must be line-aligned"
+            )
+        texts.offsets = texts.offsets[: len(labels) + 1]
+        splits[split] = Split(split, labels=None, texts=texts)  # labels built once the vocab is complete
+        splits[split]._label_rows = labels  # type: ignore[attr-defined]
+        digests += [texts.digest, labels.digest]
+    for s in splits.values():
+        s.labels = s._label_rows.to_csr(len(vocab))  # type: ignore[attr-defined]
+        del s._label_rows  # type: ignore[attr-defined]
+    return Dataset(
+        name=name,
+        path=path,
+        format="text",
+        label_names=vocab.names,
+        train=splits["train"],
+        test=splits["test"],
+        valid=splits.get("valid"),
+        fingerprint=_fingerprint(digests),
+        info=info,
+    )
+
+
+def _count_without_trailing_blanks(texts: TextLines, n_labels: int) -> int:
+    """Blank lines after the last document of a texts file are a harmless quirk."""
+    n = len(texts)
+    if n <= n_labels:
+        return n
+    sizes = np.diff(texts.offsets[n_labels:])
+    if np.all(sizes <= 2):  # '\n' or '\r\n' only
+        return n_labels
+    return n
+
+
+def _bow_files(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    found = {}
+    for split in ("train", "test"):
+        cands = [folder / f"{split}.txt", *sorted(folder.glob(f"*_{split}.txt"))]
+        cands = [c for c in cands if c.is_file() and not c.name.endswith(("_texts.txt", "_labels.txt"))]
+        if cands:
+            found[split] = cands[0]
+    return found if len(found) == 2 else {}
+
+
+def _open_bow(path: Path, name: str, info: DatasetInfo | None, progress: bool) -> Dataset:
+    files = _bow_files(path)
+    Xtr, ytr, dtr, ltr = read_bow(files["train"], progress)
+    Xte, yte, dte, lte = read_bow(files["test"], progress)
+    if Xtr.shape[1] != Xte.shape[1]:
+        raise UserError(f"{files['test']}:1: {Xte.shape[1]} features but the train file declares {Xtr.shape[1]}")
+    n_labels = max(ltr, lte)
+    vocab_names = [str(i) for i in range(n_labels)]
+
+    def to_csr(rows: list[list[int]]) -> sp.csr_matrix:
+        indptr = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
+        idx = np.fromiter((i for r in rows for i in r), dtype=np.int32, count=int(indptr[-1]))
+        return sp.csr_matrix((np.ones(len(idx), np.float32), idx, indptr), shape=(len(rows), n_labels))
+
+    return Dataset(
+        name=name,
+        path=path,
+        format="bow",
+        label_names=vocab_names,
+        train=Split("train", labels=to_csr(ytr), features=Xtr),
+        test=Split("test", labels=to_csr(yte), features=Xte),
+        valid=None,
+        fingerprint=_fingerprint([dtr, dte]),
+        info=info,
+    )
+
+
+def _fingerprint(digests: list[str]) -> str:
+    return hashlib.blake2b("".join(digests).encode(), digest_size=8).hexdigest()
+
+
+def carve_validation(train: Split, size: float, seed: int) -> tuple[Split, Split]:
+    """Hold out a seeded random part of train for model selection (``size`` < 1: a fraction, else a count).
+
+    Both parts keep file order (sorted rows), which keeps text streaming sequential.
+    """
+    n = len(train)
+    n_valid = int(round(size * n)) if size < 1 else int(size)
+    if not 0 < n_valid < n:
+        raise UserError(f"validation size {size} leaves no training or no validation documents (train has {n})")
+    perm = np.random.default_rng(seed).permutation(n)
+    valid_idx, train_idx = np.sort(perm[:n_valid]), np.sort(perm[n_valid:])
+    return train.subset(train_idx, "train"), train.subset(valid_idx, "valid")
+
+
+def dataset_stats(ds: Dataset, max_docs_for_lengths: int = 100_000) -> dict:
+    """Statistics for ``xmlbench data check``: counts, label-frequency and document-length quantiles."""
+    counts = ds.label_counts()
+    n_train, n_test = len(ds.train), len(ds.test)
+    train_nnz = ds.train.labels.nnz
+    in_train = counts > 0
+    test_labels = np.unique(ds.test.labels.indices)
+    seen_outside_test = in_train.copy()
+    if ds.valid is not None:
+        seen_outside_test[np.unique(ds.valid.labels.indices)] = True
+    stats = {
+        "name": ds.name,
+        "path": str(ds.path),
+        "format": ds.format,
+        "fingerprint": ds.fingerprint,
+        "n_train": n_train,
+        "n_valid": len(ds.valid) if ds.valid is not None else 0,
+        "n_test": n_test,
+        "n_labels": ds.n_labels,
+        "n_labels_train": int(in_train.sum()),
+        "n_labels_test_only": int((~seen_outside_test[test_labels]).sum()),
+        "avg_labels_per_doc": train_nnz / max(n_train, 1),
+        "avg_docs_per_label": train_nnz / max(int(in_train.sum()), 1),
+        "test_avg_labels_per_doc": ds.test.labels.nnz / max(n_test, 1),
+        "label_freq_quantiles": _quantiles(counts[in_train]),
+    }
+    if ds.has_texts:
+        lengths = _doc_lengths(ds.train, max_docs_for_lengths)
+        stats["doc_len_words_quantiles"] = _quantiles(lengths)
+        stats["doc_len_sampled_docs"] = len(lengths)
+    if ds.info is not None and ds.info.published:
+        stats["published"] = dict(ds.info.published)
+    return stats
+
+
+QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
+
+
+def _quantiles(x: np.ndarray) -> dict[str, float]:
+    if len(x) == 0:
+        return {}
+    qs = np.quantile(x, QUANTILES)
+    return {f"q{int(q * 100)}": float(v) for q, v in zip(QUANTILES, qs)}
+
+
+def _doc_lengths(split: Split, max_docs: int) -> np.ndarray:
+    """Words per document; a seeded sample of ``max_docs`` documents on large splits."""
+    n = len(split)
+    rows = None if n <= max_docs else np.sort(np.random.default_rng(0).choice(n, max_docs, replace=False))
+    sub = split if rows is None else split.subset(rows)
+    return np.fromiter((len(t.split()) for t in sub.iter_texts()), dtype=np.int64)

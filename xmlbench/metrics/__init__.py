@@ -1,0 +1,168 @@
+"""Ranking metrics for extreme multi-label classification: P@k, nDCG@k, R@k, PSP@k, PSnDCG@k.
+
+``evaluate(topk, truth, ks, inv_propensity)`` computes every family at every k in one parallel pass
+(:mod:`xmlbench.metrics.kernels`) and returns percentages keyed ``"P@1"``, ``"nDCG@3"``, ``"R@5"``,
+``"PSP@5"``, ``"PSnDCG@5"``... Notation: row i has predicted ids ``topk[i]`` (best first) and true labels
+y_i (the stored entries of ``truth[i]``; values are ignored, so call ``eliminate_zeros()`` on a truth
+matrix that stores explicit zeros); rel_i(r) = 1 when the prediction at 0-based rank r is a hit.
+
+Conventions (each one is tested in tests/test_metrics.py):
+
+(a) A label repeated within a row counts once: the first occurrence may score, a later repeat occupies its
+    rank but scores 0.
+(b) Fewer than k predictions (id -1, or k larger than ``topk.shape[1]``) count as misses; predicted ids
+    outside [0, L) are misses too. The P@k denominator is always k.
+(c) A row with no true labels is part of the average (n counts it) and scores 0 for every metric; it adds
+    nothing to the propensity normalisers of (e) either.
+(d) P@k = mean_i |top_k(i) ∩ y_i| / k;  R@k = mean_i |top_k(i) ∩ y_i| / |y_i|;
+    nDCG@k = mean_i DCG_i@k / IDCG@min(k, |y_i|), DCG_i@k = sum_{r<k} rel_i(r) / log2(r + 2),
+    IDCG@m = sum_{r<m} 1 / log2(r + 2).
+(e) Propensity-scored metrics (Jain et al. 2016) follow pyxclib: each is normalised by its best
+    achievable value on the same rows, ratio of sums over rows, times 100. With w_l = 1/p_l and
+    w*_i(0) >= w*_i(1) >= ... the weights of y_i sorted in decreasing order:
+      PSP@k    = sum_i sum_{r<k} rel_i(r) w_{topk[i,r]}  /  sum_i sum_{r<min(k,|y_i|)} w*_i(r)
+      PSnDCG@k = sum_i PSDCG_i@k / IDCG@min(k,|y_i|)  /  sum_i bestPSDCG_i@k / IDCG@min(k,|y_i|)
+    where PSDCG_i@k = sum_{r<k} rel_i(r) w_{topk[i,r]} / log2(r + 2) and bestPSDCG_i@k is the same for
+    the ranking w*_i. A metric whose denominator is 0 (no rows, or no true labels at all) is 0.
+
+The registry ``METRICS`` names the families for ``--help`` and result tables; ``parse_metric_names``
+reads a user's ``"P@1,nDCG@5,PSP@5"``. Importing this package does not import numba or scipy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+from xmlbench.errors import UserError
+from xmlbench.metrics.propensity import inv_propensity
+from xmlbench.registry import Registry
+
+if TYPE_CHECKING:
+    import scipy.sparse
+
+__all__ = ["METRICS", "MetricSpec", "evaluate", "metric_key", "parse_metric_names", "inv_propensity"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric family; its values are reported as ``f"{name}@{k}"`` in percent, higher is better."""
+
+    name: str
+    description: str
+    needs_propensity: bool = False
+
+
+METRICS: Registry[MetricSpec] = Registry("metric")
+for _spec in (
+    MetricSpec("P", "precision@k: share of the top k predictions that are true labels"),
+    MetricSpec("nDCG", "normalised discounted cumulative gain@k, ideal DCG over min(k, |y|) labels"),
+    MetricSpec("R", "recall@k: share of a row's true labels found in its top k"),
+    MetricSpec("PSP", "propensity-scored precision@k (Jain et al. 2016), normalised by the best", True),
+    MetricSpec("PSnDCG", "propensity-scored nDCG@k (Jain et al. 2016), normalised by the best", True),
+):
+    METRICS.register(_spec.name, _spec)
+
+
+def metric_key(name: str, k: int) -> str:
+    """The result key of one metric at one k, e.g. ``metric_key("P", 5) == "P@5"``."""
+    return f"{name}@{k}"
+
+
+def parse_metric_names(text: str) -> list[tuple[str, int]]:
+    """Parse ``"P@1,nDCG@5,PSP@5"`` into ``[("P", 1), ("nDCG", 5), ("PSP", 5)]``; UserError if malformed."""
+    parsed: list[tuple[str, int]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, k_text = item.partition("@")
+        if not sep or not k_text.strip().isdigit() or int(k_text) < 1:
+            raise UserError(f"metric {item!r} must look like NAME@K with K >= 1, e.g. P@5")
+        parsed.append((METRICS.canonical(name.strip()), int(k_text)))
+    if not parsed:
+        raise UserError(f"no metric named in {text!r}; known metrics: {', '.join(METRICS.names())}")
+    return parsed
+
+
+def evaluate(
+    topk: np.ndarray,
+    truth: scipy.sparse.spmatrix,
+    ks: Iterable[int] = (1, 3, 5),
+    inv_propensity: np.ndarray | None = None,
+) -> dict[str, float]:
+    """All metric families at all ``ks``, in percent (conventions in the module docstring).
+
+    ``topk``: (n, width) int32/int64 predicted label ids, best first, -1 for none. ``truth``: n x L sparse
+    binary matrix (CSR preferred; any other format is converted). ``inv_propensity``: length-L 1/p_l; when
+    given, PSP@k and PSnDCG@k are added. Keys come family by family: P@k..., nDCG@k..., R@k..., PSP@k...
+    """
+    from xmlbench.metrics.kernels import metrics_from_rank_sums, rank_sums_kernel
+
+    k_list = _checked_ks(ks)
+    topk = _checked_topk(topk)
+    truth = _canonical_csr(truth, topk.shape[0])
+    n, n_labels = truth.shape
+    use_ps = inv_propensity is not None
+    weights = _checked_weights(inv_propensity, n_labels) if use_ps else np.zeros(0, dtype=np.float64)
+    k_max = k_list[-1]
+    sums = rank_sums_kernel(topk, truth.indptr, truth.indices, k_max, weights, use_ps, n_labels)
+    values = metrics_from_rank_sums(*sums, np.asarray(k_list, dtype=np.int64), n)
+    names = [spec.name for _, spec in METRICS.items() if use_ps or not spec.needs_propensity]
+    return {
+        metric_key(name, k): 100.0 * float(values[FAMILY_ROW[name], j])
+        for name in names
+        for j, k in enumerate(k_list)
+    }
+
+
+FAMILY_ROW = {"P": 0, "nDCG": 1, "R": 2, "PSP": 3, "PSnDCG": 4}
+"""Row of each family in the array that ``metrics_from_rank_sums`` returns."""
+
+
+def _checked_ks(ks: Iterable[int]) -> list[int]:
+    """Distinct positive ks in increasing order (the kernel records them as it walks the ranks)."""
+    try:
+        k_list = sorted({int(k) for k in ks})
+    except (TypeError, ValueError):
+        raise UserError(f"ks must be positive integers, got {ks!r}") from None
+    if not k_list or k_list[0] < 1:
+        raise UserError(f"ks must be a non-empty list of positive integers, got {ks!r}")
+    return k_list
+
+
+def _checked_topk(topk: np.ndarray) -> np.ndarray:
+    """A C-contiguous 2-D int32/int64 view of the predictions (a copy only when needed)."""
+    topk = np.asarray(topk)
+    if topk.ndim != 2:
+        raise UserError(f"topk must be a 2-D (rows x k) array of label ids, got shape {topk.shape}")
+    if topk.dtype not in (np.int32, np.int64):
+        if not np.issubdtype(topk.dtype, np.integer):
+            raise UserError(f"topk must hold integer label ids, got dtype {topk.dtype}")
+        topk = topk.astype(np.int64)  # keep the kernel to two compiled variants
+    return np.ascontiguousarray(topk)
+
+
+def _canonical_csr(truth: scipy.sparse.spmatrix, n_rows: int) -> scipy.sparse.csr_matrix:
+    """CSR with sorted, duplicate-free rows (the binary search needs it); the caller's matrix is untouched."""
+    import scipy.sparse as sp
+
+    if not sp.issparse(truth):
+        raise UserError(f"truth must be a scipy sparse matrix, got {type(truth).__name__}")
+    if truth.shape[0] != n_rows:
+        raise UserError(f"topk has {n_rows} rows but truth has {truth.shape[0]}; they must match row for row")
+    if truth.format != "csr":
+        truth = truth.tocsr()  # a fresh matrix, safe to fix in place below
+    elif not truth.has_canonical_format:
+        truth = truth.copy()
+    if not truth.has_canonical_format:
+        truth.sum_duplicates()  # sorts indices and merges repeated entries
+    return truth
+
+
+def _checked_weights(inv_propensity: np.ndarray, n_labels: int) -> np.ndarray:
+    weights = np.ascontiguousarray(inv_propensity, dtype=np.float64)
+    if weights.shape != (n_labels,):
+        raise UserError(f"inv_propensity must have one value per label ({n_labels}), got shape {weights.shape}")
+    return weights

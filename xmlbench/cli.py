@@ -40,18 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_predict(sub)
     _add_bench(sub)
-    for add in _EXTRA_COMMANDS:
-        add(sub)
+    from xmlbench.experiments.commands import add_commands as experiment_commands
+    from xmlbench.results.commands import add_commands as result_commands
+
+    experiment_commands(sub)
+    result_commands(sub)
     return p
-
-
-# Later modules (ablation, tables, ensembles) append their parser builders here.
-_EXTRA_COMMANDS: list = []
-
-
-def command(add):
-    _EXTRA_COMMANDS.append(add)
-    return add
 
 
 # --------------------------------------------------------------------------------------------- data

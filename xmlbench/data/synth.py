@@ -33,7 +33,6 @@ stays at a few hundred MB and synth-amazon670k takes about a minute.
 from __future__ import annotations
 
 import json
-import time
 import zlib
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -163,7 +162,6 @@ def write_synthetic(preset: str, out_dir: str | Path, seed: int = 0, progress: b
     out.mkdir(parents=True, exist_ok=True)
     # A stale synth.json must not vouch for files we are about to replace.
     (out / "synth.json").unlink(missing_ok=True)
-    started = time.perf_counter()
 
     world_rng, train_rng, test_rng = (np.random.default_rng(s) for s in _seed_sequence(preset, seed).spawn(3))
     world = _build_world(spec, world_rng)
@@ -179,7 +177,6 @@ def write_synthetic(preset: str, out_dir: str | Path, seed: int = 0, progress: b
         counts[split] = _write_split(out, split, spec, world, offsets, labels, rng, progress)
         seen[split] = np.bincount(labels, minlength=spec.n_labels)
     counts.update(_label_statistics(seen["train"], seen["test"]))
-    counts["seconds"] = round(time.perf_counter() - started, 2)
 
     meta = {"format": FORMAT, "preset": preset, "seed": seed, "spec": asdict(spec), "counts": counts}
     with atomic_path(out / "synth.json") as tmp:

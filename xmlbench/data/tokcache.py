@@ -127,12 +127,18 @@ def build_token_cache(
     lowercase = tokenizer_lowercases(tokenizer) if lowercase is None else lowercase
     cache_dir = Path(cache_dir)
     folder = cache_dir / f"{fingerprint}-{safe_name(tokenizer_id)}-{max_len}"
-    expected = {"format_version": FORMAT_VERSION, "n_docs": n_docs, "max_len": max_len, "lowercase": lowercase}
+    expected = {
+        "format_version": FORMAT_VERSION,
+        "n_docs": n_docs,
+        "max_len": max_len,
+        "lowercase": lowercase,
+    }
     if _is_complete(folder, expected):
         return TokenCache.open(folder)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=cache_dir))
+    _make_shareable(tmp)
     try:
         stats = _tokenise_into(tmp, texts, n_docs, tokenizer, max_len, lowercase, batch_size, progress)
         meta = {
@@ -175,7 +181,7 @@ def safe_name(text: str, max_chars: int = 80) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "tokenizer"
     if len(name) > max_chars:
         digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
-        name = f"{name[-(max_chars - 11):]}-{digest}"
+        name = f"{name[-(max_chars - 11) :]}-{digest}"
     return name
 
 
@@ -259,6 +265,13 @@ def _move_into_place(tmp: Path, folder: Path, expected: dict[str, Any]) -> None:
     except OSError:
         if not _is_complete(folder, expected):  # not the benign race above
             raise
+
+
+def _make_shareable(folder: Path) -> None:
+    """mkdtemp makes the folder private (0700); give the finished cache the usual umask permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
 
 
 def _pad_id(tokenizer: Any) -> int:

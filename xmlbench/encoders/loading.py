@@ -19,8 +19,14 @@ from urllib.parse import urlparse
 import torch
 
 from xmlbench.data.tokcache import tokenizer_lowercases
-from xmlbench.encoders.specs import OFFLINE_ENCODERS, ENCODERS, EncoderSpec, resolve_encoder, source_location
-from xmlbench.encoders.specs import tokenizer_location
+from xmlbench.encoders.specs import (
+    ENCODERS,
+    OFFLINE_ENCODERS,
+    EncoderSpec,
+    resolve_encoder,
+    source_location,
+    tokenizer_location,
+)
 from xmlbench.errors import UserError
 
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -140,7 +146,7 @@ def _offline_requested() -> bool:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hub_reachable() -> bool:
     """Whether a TCP connection to the hub endpoint opens within a few seconds (asked once per process)."""
     if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):

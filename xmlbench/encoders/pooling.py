@@ -50,7 +50,9 @@ def cls_embedding(
     return layer_stack(hidden_states, attention_mask, n_layers, cls_position).flatten(start_dim=1)
 
 
-def mean_token_embedding(hidden_states: Sequence[Tensor], attention_mask: Tensor, n_layers: int = 5) -> Tensor:
+def mean_token_embedding(
+    hidden_states: Sequence[Tensor], attention_mask: Tensor, n_layers: int = 5
+) -> Tensor:
     """(B, n_layers*H): per layer, the mean over non-padding tokens; layers concatenated last first."""
     layers = _last_layers(hidden_states, n_layers)
     weights = (attention_mask != 0).to(device=layers[0].device, dtype=layers[0].dtype).unsqueeze(-1)

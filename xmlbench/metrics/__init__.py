@@ -107,7 +107,7 @@ def evaluate(
     use_ps = inv_propensity is not None
     weights = _checked_weights(inv_propensity, n_labels) if use_ps else np.zeros(0, dtype=np.float64)
     k_max = k_list[-1]
-    sums = rank_sums_kernel(topk, truth.indptr, truth.indices, k_max, weights, use_ps, n_labels)
+    sums = rank_sums_kernel(topk, truth.indptr, truth.indices, k_max, weights, use_ps)
     values = metrics_from_rank_sums(*sums, np.asarray(k_list, dtype=np.int64), n)
     names = [spec.name for _, spec in METRICS.items() if use_ps or not spec.needs_propensity]
     return {

@@ -20,10 +20,18 @@ from numba import njit, prange
 CHUNK_ROWS = 1024
 """Smallest number of rows per reduction chunk."""
 MAX_CHUNKS = 64
-"""At most this many chunks (each holds O(k_max^2) partial sums). The chunking depends on n and these two
-constants only, never on the thread count, so sums are reproducible."""
+"""At most this many chunks (enough to balance any thread count this runs on)."""
+TABLE_BUDGET_BYTES = 32 << 20
+"""Bound on all chunks' partial-sum tables together (they hold O(k_max^2) numbers each)."""
+MASK_RANKS = 63
+"""Up to this many ranks, a row's hits are one int64 bit mask (bit r = the prediction at rank r scores)."""
+LINEAR_ROW = 32
+"""Rows with at most this many true labels are matched by a branch-free scan instead of binary search."""
+NETWORK_SIZE = 8
+"""Rows with at most this many true labels sort their weights with a sorting network (no branches)."""
 
-@njit(cache=True, inline="always")
+
+@njit(cache=True)
 def _in_sorted_row(indices, start, end, label) -> bool:
     """Binary search of ``label`` in ``indices[start:end]`` (sorted ascending)."""
     lo = start
@@ -37,7 +45,7 @@ def _in_sorted_row(indices, start, end, label) -> bool:
     return lo < end and indices[lo] == label
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _repeats_earlier(topk, row, rank, label) -> bool:
     """True when ``label`` already appears at a better rank of the row (a repeat scores 0)."""
     for q in range(rank):
@@ -46,12 +54,73 @@ def _repeats_earlier(topk, row, rank, label) -> bool:
     return False
 
 
-@njit(cache=True, inline="always")
-def _largest_weights(weights, indices, start, end, out) -> int:
-    """Write the largest ``len(out)`` values of ``weights[indices[start:end]]`` into ``out``, descending.
+@njit(cache=True)
+def _hit_mask_by_scan(topk, row, scan, indices, start, end):
+    """Bit r set when ``topk[row, r]`` (r < scan <= 63) is a true label and no better rank holds it.
 
-    Returns how many were written (min(len(out), end - start)). Insertion into a short sorted buffer:
-    rows hold a handful of labels, so this beats any sort.
+    Compares every true label with every prediction: ~|y| * k equality tests with no data-dependent branch,
+    faster than k binary searches on the short rows of XMC data. Each true label credits only the lowest
+    rank where it appears (``x & -x``), which is convention (a). -1 and ids outside [0, L) never match.
+    """
+    mask = 0
+    for t in range(start, end):
+        label = indices[t]
+        matches = 0
+        for r in range(scan):
+            matches |= np.int64(topk[row, r] == label) << r
+        mask |= matches & -matches
+    return mask
+
+
+@njit(cache=True)
+def _hit_mask_by_search(topk, row, scan, indices, start, end):
+    """Same bit mask as ``_hit_mask_by_scan`` by binary search, for long rows."""
+    mask = 0
+    for r in range(scan):
+        label = topk[row, r]
+        if _in_sorted_row(indices, start, end, label) and not _repeats_earlier(topk, row, r, label):
+            mask |= np.int64(1) << r
+    return mask
+
+
+@njit(cache=True)
+def _compare_exchange(buf, i, j):
+    """Put the larger of buf[i], buf[j] at i and the smaller at j (min/max, no branch)."""
+    x = buf[i]
+    y = buf[j]
+    buf[i] = max(x, y)
+    buf[j] = min(x, y)
+
+
+@njit(cache=True)
+def _sort8_descending(buf):
+    """Sort buf[0:8] in decreasing order with Batcher-style 19-comparator network (checked in the tests)."""
+    _compare_exchange(buf, 0, 2)
+    _compare_exchange(buf, 1, 3)
+    _compare_exchange(buf, 4, 6)
+    _compare_exchange(buf, 5, 7)
+    _compare_exchange(buf, 0, 4)
+    _compare_exchange(buf, 1, 5)
+    _compare_exchange(buf, 2, 6)
+    _compare_exchange(buf, 3, 7)
+    _compare_exchange(buf, 0, 1)
+    _compare_exchange(buf, 2, 3)
+    _compare_exchange(buf, 4, 5)
+    _compare_exchange(buf, 6, 7)
+    _compare_exchange(buf, 2, 4)
+    _compare_exchange(buf, 3, 5)
+    _compare_exchange(buf, 1, 4)
+    _compare_exchange(buf, 3, 6)
+    _compare_exchange(buf, 1, 2)
+    _compare_exchange(buf, 3, 4)
+    _compare_exchange(buf, 5, 6)
+
+
+@njit(cache=True)
+def _insert_largest(weights, indices, start, end, out) -> int:
+    """Largest ``len(out)`` values of ``weights[indices[start:end]]`` into ``out``, descending, by insertion.
+
+    Returns how many were written, min(len(out), end - start).
     """
     cap = out.shape[0]
     filled = 0
@@ -72,6 +141,27 @@ def _largest_weights(weights, indices, start, end, out) -> int:
 
 
 @njit(cache=True)
+def _largest_weights(weights, indices, start, end, out, small) -> int:
+    """Largest ``len(out)`` weights of a row's true labels into ``out``, descending; returns their number.
+
+    Short rows (the common case) go through a sorting network in the 8-slot scratch ``small``: the
+    branchy insertion sort mispredicts on random weights and used to cost as much as the whole P@k pass.
+    """
+    n_true = end - start
+    if n_true > NETWORK_SIZE:
+        return _insert_largest(weights, indices, start, end, out)
+    for t in range(NETWORK_SIZE):
+        small[t] = -np.inf
+    for t in range(n_true):
+        small[t] = weights[indices[start + t]]
+    _sort8_descending(small)
+    n_best = min(n_true, out.shape[0])
+    for r in range(n_best):
+        out[r] = small[r]
+    return n_best
+
+
+@njit(cache=True)
 def _discounts(k_max):
     """discount[r] = 1 / log2(r + 2), the DCG weight of 0-based rank r; ideal[m] = sum_{r<m} discount[r]."""
     discount = np.empty(k_max, dtype=np.float64)
@@ -82,8 +172,19 @@ def _discounts(k_max):
     return discount, ideal
 
 
+@njit(cache=True)
+def _chunking(n, k_max):
+    """(number of chunks, rows per chunk): a function of n and k_max only, so sums are reproducible."""
+    if n == 0:
+        return 0, 1
+    table_bytes = 3 * 8 * k_max * (k_max + 1)
+    n_chunks = min((n + CHUNK_ROWS - 1) // CHUNK_ROWS, MAX_CHUNKS, max(2, TABLE_BUDGET_BYTES // table_bytes))
+    n_chunks = max(n_chunks, 1)
+    return n_chunks, (n + n_chunks - 1) // n_chunks
+
+
 @njit(parallel=True, cache=True)
-def rank_sums_kernel(topk, indptr, indices, k_max, inv_prop, use_ps, n_labels):
+def rank_sums_kernel(topk, indptr, indices, k_max, inv_prop, use_ps):
     """One pass over the rows; sums of hits and weights by rank, from which every metric at every k follows.
 
     Why by rank: a row's contribution to P@k, nDCG@k, ... at every k is a sum over its ranks r < k, so
@@ -94,23 +195,23 @@ def rank_sums_kernel(topk, indptr, indices, k_max, inv_prop, use_ps, n_labels):
       hits[r, m]    number of hits at rank r in rows with min(|y|, k_max) = m
       recall[r]     sum of 1/|y| over hits at rank r
       ps_hits[r, m] sum of 1/p_l over hits at rank r (zeros unless ``use_ps``)
-      ps_best[r, m] sum of the r-th largest 1/p_l of y (rows with |y| > r)
+      ps_best[r, m] sum of the (r+1)-th largest 1/p_l of y over rows with |y| > r (zeros unless ``use_ps``)
     """
     n, width = topk.shape
     scan = min(k_max, width)  # ranks beyond the width are missing predictions: misses
-    n_chunks = min((n + CHUNK_ROWS - 1) // CHUNK_ROWS, MAX_CHUNKS)
-    chunk = (n + n_chunks - 1) // max(n_chunks, 1)
+    n_chunks, chunk = _chunking(n, k_max)
     hits = np.zeros((n_chunks, k_max, k_max + 1), dtype=np.float64)
     recall = np.zeros((n_chunks, k_max), dtype=np.float64)
     ps_hits = np.zeros((n_chunks, k_max, k_max + 1), dtype=np.float64)
     ps_best = np.zeros((n_chunks, k_max, k_max + 1), dtype=np.float64)
     for c in prange(n_chunks):
-        # Chunk-local sums and scratch: no sharing between threads inside the row loop.
+        # Chunk-local tables and scratch: threads share nothing inside the row loop.
         c_hits = np.zeros((k_max, k_max + 1), dtype=np.float64)
         c_recall = np.zeros(k_max, dtype=np.float64)
         c_ps_hits = np.zeros((k_max, k_max + 1), dtype=np.float64)
         c_ps_best = np.zeros((k_max, k_max + 1), dtype=np.float64)
         best = np.empty(k_max, dtype=np.float64)
+        small = np.empty(NETWORK_SIZE, dtype=np.float64)
         for i in range(c * chunk, min(n, (c + 1) * chunk)):
             start = indptr[i]
             end = indptr[i + 1]
@@ -119,20 +220,30 @@ def rank_sums_kernel(topk, indptr, indices, k_max, inv_prop, use_ps, n_labels):
                 continue  # convention (c): counted in n by the caller, contributes 0 everywhere
             m = min(n_true, k_max)
             inv_n_true = 1.0 / n_true
-            for r in range(scan):
-                label = topk[i, r]
-                if (
-                    label >= 0
-                    and label < n_labels
-                    and _in_sorted_row(indices, start, end, label)
-                    and not _repeats_earlier(topk, i, r, label)
-                ):
-                    c_hits[r, m] += 1.0
-                    c_recall[r] += inv_n_true
-                    if use_ps:
-                        c_ps_hits[r, m] += inv_prop[label]
+            if scan <= MASK_RANKS:
+                if n_true <= LINEAR_ROW:
+                    mask = _hit_mask_by_scan(topk, i, scan, indices, start, end)
+                else:
+                    mask = _hit_mask_by_search(topk, i, scan, indices, start, end)
+                r = 0
+                while mask != 0:  # visits ranks up to the last hit only
+                    if mask & 1:
+                        c_hits[r, m] += 1.0
+                        c_recall[r] += inv_n_true
+                        if use_ps:
+                            c_ps_hits[r, m] += inv_prop[topk[i, r]]
+                    mask >>= 1
+                    r += 1
+            else:  # k > 63: no bit mask, test rank by rank
+                for r in range(scan):
+                    label = topk[i, r]
+                    if _in_sorted_row(indices, start, end, label) and not _repeats_earlier(topk, i, r, label):
+                        c_hits[r, m] += 1.0
+                        c_recall[r] += inv_n_true
+                        if use_ps:
+                            c_ps_hits[r, m] += inv_prop[label]
             if use_ps:
-                n_best = _largest_weights(inv_prop, indices, start, end, best)
+                n_best = _largest_weights(inv_prop, indices, start, end, best, small)
                 for r in range(n_best):
                     c_ps_best[r, m] += best[r]
         hits[c] = c_hits

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from xmlbench.models.base import FitContext, Model, ModelEntry
 from xmlbench.models.label_frequency import LabelFrequency, LabelFrequencyConfig
+from xmlbench.models.tfidf import TfidfOvr, TfidfOvrConfig
+from xmlbench.models.tree import Tree, TreeConfig
 from xmlbench.registry import Registry
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -19,6 +21,60 @@ MODELS.register(
         cls=LabelFrequency,
         config_cls=LabelFrequencyConfig,
         description="predict the most frequent training labels for every document (the floor)",
+    ),
+)
+
+
+def _register_lightxml() -> None:
+    from xmlbench.models import lightxml
+
+    MODELS.register(
+        "lightxml",
+        ModelEntry(
+            name="lightxml",
+            cls=lightxml.LightXML,
+            config_cls=lightxml.LightXMLConfig,
+            description="LightXML: encoder + label clusters + generator/discriminator (flat or clustered)",
+            presets=lightxml.presets(),
+            neural=True,
+        ),
+    )
+
+
+_register_lightxml()
+
+
+def _register_linear_heads() -> None:
+    from xmlbench.models import linear_heads as lh
+
+    presets = {"default": lh.default_preset, "smoke": lh.smoke_preset}
+    for cls, description in (
+        (lh.SoftmaxLinear, "encoder + linear layer, LogSoftmax + class-weighted NLL (DistilBERT + Linear)"),
+        (lh.SigmoidLinear, "encoder [CLS] + linear layer, one sigmoid per label, binary cross-entropy"),
+    ):
+        MODELS.register(cls.name, ModelEntry(name=cls.name, cls=cls, config_cls=lh.LinearHeadConfig,
+                                             description=description, presets=presets, neural=True))
+
+
+_register_linear_heads()
+
+MODELS.register(
+    "tfidf-ovr",
+    ModelEntry(
+        name="tfidf-ovr",
+        cls=TfidfOvr,
+        config_cls=TfidfOvrConfig,
+        description="TF-IDF (1-2 grams) + one linear SVM per label (liblinear); up to max_labels labels",
+    ),
+)
+
+MODELS.register(
+    "tree",
+    ModelEntry(
+        name="tree",
+        cls=Tree,
+        config_cls=TreeConfig,
+        description="TF-IDF + partitioned label trees (Omikuji: Parabel, or Bonsai with mode=bonsai)",
     ),
 )
 

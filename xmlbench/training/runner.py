@@ -168,6 +168,26 @@ def run(opts: RunOptions) -> dict[str, Any]:
     return record
 
 
+def save_initial_weights(opts: RunOptions, path: Path) -> Path:
+    """Build the model exactly as ``run`` would (same seed, split and clusters) and save its untrained
+    weights, so that several arms can start from identical initial weights (``--init-from``)."""
+    ds = open_dataset(opts.dataset, progress=opts.progress)
+    entry = MODELS.get(opts.model)
+    if not entry.neural:
+        raise UserError(f"model {opts.model!r} has no weights to initialise")
+    config = resolve_model_config(entry, ds, opts)
+    train, select, select_name = selection_split(ds, opts)
+    _seed_everything(opts.seed)
+    model = entry.cls(config, ds)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ctx = FitContext(dataset=ds, train=train, select=select, select_name=select_name, run_dir=path.parent,
+                     seed=opts.seed, progress=opts.progress, log=_logger(path.parent))
+    model.prepare(ctx)
+    model.save_initial(path)
+    return path
+
+
 def _seed_everything(seed: int) -> None:
     import random
 

@@ -1,0 +1,458 @@
+"""Result tables, comparisons, plots and the results index, from hand-made run records in tmp folders."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from xmlbench.errors import UserError
+from xmlbench.io import write_json
+from xmlbench.results import reference as ref
+from xmlbench.results.compare import bootstrap_mean_ci, compare, doc_scores, hit_matrix, render_comparison
+from xmlbench.results.index import write_results_index
+from xmlbench.results.record import write_predictions
+from xmlbench.results.table import ENSEMBLE, SINGLE, ablation_table, build_table, render
+
+FP, TFP = "f" * 32, "t" * 32
+
+
+def make_run(
+    root: Path,
+    name: str,
+    *,
+    seed: int = 0,
+    model: str = "lightxml",
+    encoder: str | None = "bert-base",
+    variants: tuple[str, ...] = (),
+    dataset: str = "eurlex4k",
+    dataset_path: str = "datasets/eurlex4k",
+    fp: str = FP,
+    tfp: str = TFP,
+    split: str = "valid",
+    test: dict[str, float] | None = None,
+    ids: np.ndarray | None = None,
+    members: list[str] | None = None,
+    n_parameters: int = 1000,
+    fit: float = 10.0,
+    n_test: int = 4,
+) -> Path:
+    """Write a complete run folder (record.json, predictions.npz) the way the runner does."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    record = {
+        "status": "complete",
+        "command": f"xmlbench train {dataset} --model {model} --seed {seed}",
+        "model": model,
+        "encoder": encoder,
+        "variants": list(variants),
+        "preset": "default",
+        "seed": seed,
+        "config": {},
+        "options": {"select_on": "test" if split == "test" else "valid"},
+        "dataset": {"name": dataset, "path": dataset_path, "fingerprint": fp, "test_fingerprint": tfp,
+                    "n_train": 10, "n_select": 2, "n_test": n_test, "n_labels": 8},
+        "selection": {"split": split},
+        "metrics": {"test": test or {}},
+        "n_parameters": n_parameters,
+        "timing_s": {"load": 0.1, "fit": fit},
+        "peak_rss_mb": 100.0,
+        "code": {"commit": "abcdef1234567890", "dirty": False},
+        "run_dir": str(run_dir),
+        "started": "2025-01-01T00:00:00+00:00",
+        "finished": "2025-01-01T00:01:00+00:00",
+    }
+    if members is not None:
+        record["ensemble"] = {"members": members}
+    if ids is None:
+        ids = np.tile(np.arange(10, dtype=np.int32), (n_test, 1))
+    write_predictions(run_dir, ids, np.zeros(ids.shape, np.float32))
+    write_json(run_dir / "record.json", record)
+    return run_dir
+
+
+def p(p1: float, p3: float = 70.0, p5: float = 60.0) -> dict[str, float]:
+    return {"P@1": p1, "P@3": p3, "P@5": p5, "nDCG@5": p5 + 5, "PSP@5": p5 - 20}
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """Three seeds of lightxml, one of lightxml +se, an ensemble, and a wiki31k run."""
+    for seed, p1 in enumerate([86.0, 86.2, 86.1]):
+        make_run(tmp_path, f"base{seed}", seed=seed, test=p(p1, 74.0 + seed, 62.0))
+    make_run(tmp_path, "se0", variants=("se", "loss-correction"), test=p(85.0, 76.0, 61.0))
+    make_run(tmp_path, "ens", model="lightxml-ensemble", encoder=None, members=["a", "b", "c"],
+             test=p(88.0, 77.0, 64.0))
+    make_run(tmp_path, "wiki0", dataset="wiki31k", fp="w" * 32, tfp="v" * 32, test=p(87.0))
+    return tmp_path
+
+
+# --------------------------------------------------------------------------------------------- cells
+def test_cells_show_mean_sample_std_and_n(runs: Path) -> None:
+    t = build_table([runs], metrics=["P@1", "P@3", "P@5"])
+    row = t.row("lightxml (bert-base)")
+    stat = row.values["eurlex4k P@1"]
+    assert stat.n == 3 and stat.mean == pytest.approx(86.1)
+    assert stat.std == pytest.approx(0.1)  # sample std (ddof=1): population std would be 0.0816
+    assert row.cells["eurlex4k P@1"] == "86.10 ± 0.10 (n=3)"
+    assert row.cells["eurlex4k P@3"] == "75.00 ± 1.00 (n=3)"
+    assert t.row("lightxml (bert-base) +se+loss-correction").cells["eurlex4k P@1"] == "85.00 (n=1)"
+    assert row.cells["wiki31k P@1"] == "87.00 (n=1)"
+    assert [c.key for c in t.columns][:4] == ["eurlex4k P@1", "eurlex4k P@3", "eurlex4k P@5", "wiki31k P@1"]
+
+
+def test_best_marked_per_column_among_single_models(runs: Path) -> None:
+    t = build_table([runs], metrics=["P@1", "P@3"])
+    base, se = t.row("lightxml (bert-base)"), t.row("lightxml (bert-base) +se+loss-correction")
+    assert "eurlex4k P@1" in base.best and "eurlex4k P@1" not in se.best
+    assert "eurlex4k P@3" in se.best and "eurlex4k P@3" not in base.best
+    assert "wiki31k P@1" not in base.best  # a column with one contender marks nothing
+    md = render(t, "md")
+    assert "**86.10 ± 0.10 (n=3)**" in md and "**76.00 (n=1)**" in md
+
+
+def test_ensembles_have_their_own_section_and_ranking(runs: Path) -> None:
+    t = build_table([runs], metrics=["P@1"])
+    singles = [r.label for r in t.section(SINGLE).rows]
+    ensembles = [r.label for r in t.section(ENSEMBLE).rows]
+    assert ensembles == ["lightxml-ensemble (3 members)"]
+    assert "lightxml-ensemble (3 members)" not in singles
+    # The ensemble's 88.00 is higher, yet the single-model best stays marked.
+    assert "eurlex4k P@1" in t.row("lightxml (bert-base)").best
+    md = render(t, "md")
+    assert md.index("**Single models**") < md.index("**Ensembles**")
+
+
+# ---------------------------------------------------------------------------------------- reference
+def test_reference_rows_and_gap(runs: Path) -> None:
+    t = build_table([runs], metrics=["P@1", "P@5", "nDCG@5"], reference=True)
+    single_labels = [r.label for r in t.section(SINGLE).rows]
+    ens_labels = [r.label for r in t.section(ENSEMBLE).rows]
+    assert "[published] LightXML single bert (independent rerun)" in single_labels
+    assert "[published] Parabel (trees, CPU)" in single_labels
+    assert "[published] LightXML (3-model ensemble)" in ens_labels
+    assert "[published] XR-Transformer (3-model ensemble)" in ens_labels
+    assert t.row("[published] LightXML (3-model ensemble)").cells["eurlex4k P@1"] == "87.63"
+    assert t.row("[published] XR-Transformer (3-model ensemble)").cells["eurlex4k P@1"] == "88.41†"
+    assert t.row("[published] Parabel (trees, CPU)").cells.get("eurlex4k nDCG@5", "") == ""
+    gap = t.row("gap: our best single - [published] LightXML single bert (independent rerun)")
+    assert gap.values["eurlex4k P@1"] == pytest.approx(86.1 - 86.16)
+    assert gap.cells["eurlex4k P@1"] == "-0.06"
+    assert gap.values["wiki31k P@1"] == pytest.approx(87.0 - 87.77)
+    assert "eurlex4k nDCG@5" not in gap.values  # nothing published to compare with
+    assert not any(r.best for r in t.rows() if r.kind != "ours")  # published rows are never ranked
+    assert any("unverified" in n for n in t.notes)
+    assert any("Jiang et al." in n for n in t.notes)
+
+
+def test_reference_data_is_complete() -> None:
+    for pub in ref.PUBLISHED:
+        assert set(pub.scores) == set(ref.DATASETS), pub.key
+        assert all(set(v) == {"P@1", "P@3", "P@5"} for v in pub.scores.values())
+        assert pub.source
+    assert ref.published("lightxml-ensemble").ensemble
+    assert not ref.published(ref.SINGLE_MODEL_REFERENCE).ensemble
+    assert ref.published("lightxml-single-bert").value("amazon670k", "P@5") == 38.5
+    assert not ref.published("xr-transformer-ensemble").is_verified("wiki31k")
+    assert ref.published("xr-transformer-ensemble").is_verified("wiki500k")
+
+
+# ------------------------------------------------------------------------------------ incompatibility
+def test_different_fingerprints_are_split_not_averaged(tmp_path: Path) -> None:
+    make_run(tmp_path, "a0", seed=0, test=p(80.0))
+    make_run(tmp_path, "a1", seed=1, test=p(81.0))
+    make_run(tmp_path, "a2", seed=2, test=p(90.0), fp="g" * 32, tfp="u" * 32)
+    make_run(tmp_path, "b0", model="bonsai", encoder=None, test=p(85.0))
+    t = build_table([tmp_path], metrics=["P@1"])
+    main = t.row("lightxml (bert-base)")
+    other = t.row("lightxml (bert-base) [data gggggggg]")
+    assert main.values["eurlex4k P@1"].n == 2 and main.values["eurlex4k P@1"].mean == pytest.approx(80.5)
+    assert other.values["eurlex4k P@1"].n == 1 and other.values["eurlex4k P@1"].mean == 90.0
+    assert not other.best  # the 90.0 on other data is not ranked
+    assert "eurlex4k P@1" in t.row("bonsai").best
+    conflict = [n for n in t.notes if "not averaged" in n]
+    assert len(conflict) == 1 and "gggggggg" in conflict[0] and "ffffffff" in conflict[0]
+    assert "[data gggggggg]" in render(t, "md")
+
+
+def test_only_test_fingerprint_differs(tmp_path: Path) -> None:
+    make_run(tmp_path, "a0", seed=0, test=p(80.0))
+    make_run(tmp_path, "a1", seed=1, test=p(81.0))
+    make_run(tmp_path, "a2", seed=2, test=p(82.0), tfp="s" * 32)
+    t = build_table([tmp_path], metrics=["P@1"])
+    assert t.row("lightxml (bert-base) [test set ssssssss]").values["eurlex4k P@1"].n == 1
+
+
+def test_test_set_selection_gets_its_own_row_and_note(tmp_path: Path) -> None:
+    make_run(tmp_path, "v0", seed=0, test=p(80.0))
+    make_run(tmp_path, "v1", seed=1, test=p(81.0))
+    make_run(tmp_path, "t0", seed=0, test=p(95.0), split="test")
+    make_run(tmp_path, "o0", model="attentionxml", encoder=None, test=p(79.0))
+    t = build_table([tmp_path], metrics=["P@1"])
+    fair, peeked = t.row("lightxml (bert-base)"), t.row("lightxml (bert-base) [selected on TEST]")
+    assert fair.values["eurlex4k P@1"].mean == pytest.approx(80.5) and fair.values["eurlex4k P@1"].n == 2
+    assert peeked.values["eurlex4k P@1"].mean == 95.0
+    assert "eurlex4k P@1" in fair.best and not peeked.best
+    assert any("selected on test" in n and "not averaged" in n for n in t.notes)
+    assert any("chose their checkpoint on the test split" in n for n in t.notes)
+
+
+def test_duplicate_seed_is_noted(tmp_path: Path) -> None:
+    make_run(tmp_path, "a", seed=0, test=p(80.0))
+    make_run(tmp_path, "b", seed=0, test=p(81.0))
+    t = build_table([tmp_path], metrics=["P@1"])
+    assert any("ran more than once" in n for n in t.notes)
+
+
+def test_no_runs_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no finished runs"):
+        build_table([tmp_path])
+
+
+# ---------------------------------------------------------------------------------------- rendering
+def test_csv_and_latex_shapes(runs: Path) -> None:
+    t = build_table([runs], metrics=["P@1", "P@5"], reference=True)
+    rows = list(csv.reader(io.StringIO(render(t, "csv"))))
+    width = 2 + len(t.columns)
+    assert all(len(r) == width for r in rows)
+    assert rows[0] == ["section", "system", "eurlex4k P@1", "eurlex4k P@5", "wiki31k P@1", "wiki31k P@5"]
+    data = [r for r in rows[1:] if r[0] != "note"]
+    assert len(data) == len(t.rows())
+    base = next(r for r in data if r[1] == "lightxml (bert-base)")
+    assert base[2] == "86.10 ± 0.10 (n=3)*"
+    assert sum(r[0] == "note" for r in rows) == len(t.notes)
+
+    tex = render(t, "latex")
+    assert "\\begin{tabular}{lrrrr}" in tex and "\\end{tabular}" in tex
+    body = [ln for ln in tex.splitlines() if ln.endswith("\\\\") and "multicolumn{5}" not in ln]
+    assert all(ln.count("&") == len(t.columns) - (ln.count("multicolumn{2}") and 2) for ln in body)
+    assert "\\textbf{86.10 $\\pm$ 0.10 (n=3)}" in tex
+    assert "\\multicolumn{2}{c}{eurlex4k}" in tex
+    assert "88.41$^\\dagger$" in tex and "87.63$^" not in tex  # daggers only on unverified cells
+    with pytest.raises(UserError):
+        render(t, "html")
+
+
+# ------------------------------------------------------------------------ per-document scores, compare
+def test_doc_scores_follow_the_metric_conventions() -> None:
+    truth = sp.csr_matrix(np.array([[1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
+    ids = np.array([[1, 1, 0], [-1, 2, 7], [0, 1, 2]])  # a repeat scores once; -1 and 7 are misses
+    assert hit_matrix(ids, truth, 3).tolist() == [[True, False, True], [False, True, False], [False] * 3]
+    assert doc_scores(ids, truth, "P@3") == pytest.approx([2 / 3, 1 / 3, 0])
+    assert doc_scores(ids, truth, "P@5") == pytest.approx([2 / 5, 1 / 5, 0])  # short rows are misses
+    idcg2 = 1 + 1 / np.log2(3)
+    assert doc_scores(ids, truth, "nDCG@3") == pytest.approx([(1 + 1 / 2) / idcg2, (1 / np.log2(3)), 0])
+    assert doc_scores(ids, truth, "R@3") == pytest.approx([1, 1, 0])
+
+
+def test_doc_scores_agree_with_evaluate() -> None:
+    from xmlbench.metrics import evaluate
+
+    truth, perms = constructed_case(n_docs=300, seed=3)
+    ids_a = arm_predictions(perms, 0.5, np.random.default_rng(0))
+    ids_a[:, 3] = ids_a[:, 0]  # a repeated id and a missing one, to exercise the conventions
+    ids_a[:, 4] = -1
+    m = evaluate(ids_a, truth, ks=(1, 3, 5))
+    for key in ("P@1", "P@5", "nDCG@5", "R@5"):
+        assert 100 * doc_scores(ids_a, truth, key).mean() == pytest.approx(m[key])
+
+
+def constructed_case(n_docs: int, seed: int, n_labels: int = 40) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Truth with 5 labels a document, and each document's labels in random order (true ones first)."""
+    rng = np.random.default_rng(seed)
+    perms = rng.permuted(np.tile(np.arange(n_labels), (n_docs, 1)), axis=1)
+    truth = sp.csr_matrix((np.ones(5 * n_docs, np.float32), np.sort(perms[:, :5], axis=1).ravel(),
+                           np.arange(0, 5 * n_docs + 1, 5)), shape=(n_docs, n_labels))
+    return truth, perms
+
+
+def arm_predictions(perms: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Top-10 whose first 5 slots hold exactly ``share`` of hits, at random places; slots 6-10 miss.
+
+    Its P@5 is exactly 100 * share, so the true P@5 delta between two arms is known by construction."""
+    true = rng.permuted(perms[:, :5], axis=1)
+    false = rng.permuted(perms[:, 5:], axis=1)
+    hits = np.zeros(true.size, bool)
+    hits[: round(share * true.size)] = True
+    hits = rng.permuted(hits).reshape(true.shape)
+    return np.concatenate([np.where(hits, true, false[:, :5]), false[:, 5:10]], axis=1).astype(np.int32)
+
+
+# Hit shares per seed: the arm gains 10, 10.2 and 10.4 points of P@5 (mean 10.2) over the base.
+SHARES = {"base": (0.5, 0.5, 0.5), "se": (0.6, 0.602, 0.604)}
+TRUE_DELTA = 10.2
+
+
+def arm_runs(root: Path, n_seeds: int = 3, n_docs: int = 2000) -> tuple[dict[str, list[Path]], sp.csr_matrix]:
+    """Base and arm "se" on one test set with known P@5 (SHARES); record metrics come from the predictions."""
+    truth, perms = constructed_case(n_docs, seed=100)
+    dirs: dict[str, list[Path]] = {"base": [], "se": []}
+    for seed in range(n_seeds):
+        rng = np.random.default_rng(seed)
+        for arm, shares in SHARES.items():
+            ids = arm_predictions(perms, shares[seed], rng)
+            test = {k: 100 * doc_scores(ids, truth, k).mean() for k in ("P@1", "P@3", "P@5")}
+            dirs[arm].append(make_run(root, f"{arm}{seed}", seed=seed, variants=(arm,), test=test, ids=ids,
+                                      n_test=n_docs, n_parameters=2_500_000 if arm == "se" else 2_000_000,
+                                      fit=100.0 + seed))
+    return dirs, truth
+
+
+def test_compare_delta_paired_test_and_bootstrap(tmp_path: Path) -> None:
+    dirs, truth = arm_runs(tmp_path)
+    loads = []
+
+    def loader(path: str) -> sp.csr_matrix:
+        loads.append(path)
+        return truth
+
+    result = compare(dirs["base"], dirs["se"], loader, metrics=["P@1", "P@5", "PSP@5"])
+    row = result["metrics"]["P@5"]
+    assert row["n_a"] == row["n_b"] == 3
+    assert row["delta"] == pytest.approx(row["mean_b"] - row["mean_a"])
+    assert row["paired_t"]["n"] == 3 and row["paired_t"]["p"] is not None and row["paired_t"]["p"] < 0.05
+    assert row["delta"] == pytest.approx(TRUE_DELTA)
+    lo, hi = row["bootstrap"]["ci95"]
+    assert lo < TRUE_DELTA < hi and hi - lo < 3
+    assert row["bootstrap"]["delta"] == pytest.approx(row["delta"])  # same runs, same documents
+    assert "bootstrap" not in result["metrics"]["PSP@5"]
+    assert loads == ["datasets/eurlex4k"]
+    text = render_comparison(result)
+    assert "P@5" in text and "p=" in text and "[+" in text
+
+
+def test_compare_refuses_different_test_sets(tmp_path: Path) -> None:
+    a = make_run(tmp_path, "a", test=p(80.0))
+    b = make_run(tmp_path, "b", test=p(81.0), tfp="x" * 32)
+    with pytest.raises(UserError, match="different test sets"):
+        compare([a], [b], None)
+
+
+def test_bootstrap_ci_is_seeded_and_covers_the_mean() -> None:
+    diff = np.random.default_rng(0).choice([-0.2, 0.0, 0.2, 0.4], size=5000)
+    ci1, ci2 = bootstrap_mean_ci(diff, seed=1), bootstrap_mean_ci(diff, seed=1)
+    assert ci1 == ci2 and ci1[0] < diff.mean() < ci1[1]
+    wide = np.random.default_rng(0).random(5000)  # many distinct values: the index-resampling path
+    lo, hi = bootstrap_mean_ci(wide, n_resamples=200)
+    assert lo < wide.mean() < hi and hi - lo < 0.05
+
+
+# ------------------------------------------------------------------------------------------ ablation
+def test_ablation_table_delta_ttest_and_bootstrap(tmp_path: Path) -> None:
+    dirs, truth = arm_runs(tmp_path)
+    t = ablation_table(dirs, base="base", metrics=["P@1", "P@5"], truth_loader=lambda _: truth)
+    base, se = t.row("base"), t.row("se")
+    mean_b, mean_s = base.values["P@5 mean"].mean, se.values["P@5 mean"].mean
+    assert se.values["P@5 delta"] == pytest.approx(mean_s - mean_b)
+    assert base.cells["P@5 delta"] == "(base)"
+    assert se.values["P@5 p"]["n"] == 3 and se.values["P@5 p"]["p"] < 0.05
+    lo, hi = se.values["P@5 delta 95% CI"]["ci95"]
+    assert mean_s - mean_b == pytest.approx(TRUE_DELTA)
+    assert lo < TRUE_DELTA < hi and hi - lo < 3
+    assert se.cells["params"] == "2.5M" and base.cells["params"] == "2.0M"
+    assert se.values["fit s"] == pytest.approx(101.0)
+    assert "P@5 mean" in se.best
+    md = render(t, "md")
+    assert "| arm | P@1 mean | P@1 delta | P@1 p |" in md
+
+
+def test_ablation_needs_the_base_and_one_test_set(tmp_path: Path) -> None:
+    a = make_run(tmp_path, "a", test=p(80.0))
+    b = make_run(tmp_path, "b", test=p(81.0), tfp="x" * 32)
+    with pytest.raises(UserError, match="no base arm"):
+        ablation_table({"x": [a]})
+    with pytest.raises(UserError, match="different test sets"):
+        ablation_table({"base": [a], "x": [b]})
+
+
+def test_ttest_is_skipped_with_one_matching_seed(tmp_path: Path) -> None:
+    a = make_run(tmp_path, "a", seed=0, test=p(80.0))
+    b = make_run(tmp_path, "b", seed=0, variants=("se",), test=p(81.0))
+    t = ablation_table({"base": [a], "se": [b]}, metrics=["P@1"])
+    assert t.row("se").values["P@1 p"]["p"] is None
+    assert t.row("se").cells["P@1 p"] == "n/a (1 paired seeds)"
+
+
+# ----------------------------------------------------------------------------------------- index, CLI
+def test_results_index_lists_runs_and_commands(runs: Path, tmp_path: Path) -> None:
+    path = write_results_index(tmp_path / "results", [runs])
+    text = path.read_text()
+    assert path.name == "README.md"
+    assert "## eurlex4k" in text and "## wiki31k" in text
+    assert "`xmlbench train eurlex4k --model lightxml --seed 2`" in text
+    assert "abcdef1234" in text and "86.20" in text
+    assert "ensemble of `a`, `b`, `c`" in text
+
+
+def test_cli_table_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from xmlbench.data.dataset import open_dataset
+    from xmlbench.results.commands import add_commands
+
+    data = tmp_path / "tiny"
+    data.mkdir()
+    (data / "train_texts.txt").write_text("a b\nc d\ne f\n")
+    (data / "train_labels.txt").write_text("x y\ny z\nx\n")
+    (data / "test_texts.txt").write_text("a\nc\n")
+    (data / "test_labels.txt").write_text("x\nz y\n")
+    ds = open_dataset(str(data))
+    tfp = ds.test.texts.digest
+    ids = np.array([[0, 1, 2], [2, 1, 0]], np.int32)  # label ids x=0 y=1 z=2
+    for seed in range(2):
+        make_run(tmp_path / "runs" / "a", f"s{seed}", seed=seed, dataset="tiny", dataset_path=str(data),
+                 fp=ds.fingerprint, tfp=tfp, test=p(100.0), ids=ids, n_test=2)
+        make_run(tmp_path / "runs" / "b", f"s{seed}", seed=seed, dataset="tiny", dataset_path=str(data),
+                 fp=ds.fingerprint, tfp=tfp, test=p(50.0), ids=ids[:, ::-1].copy(), n_test=2,
+                 variants=("se",))
+    parser = argparse.ArgumentParser(prog="xmlbench")
+    add_commands(parser.add_subparsers())
+
+    args = parser.parse_args(["table", str(tmp_path / "runs"), "--metrics", "P@1,P@3", "--format", "csv"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "lightxml (bert-base) +se" in out and "100.00 ± 0.00 (n=2)*" in out
+
+    args = parser.parse_args(["compare", str(tmp_path / "runs/a"), str(tmp_path / "runs/b"), "--json",
+                              "--metrics", "P@1"])
+    assert args.func(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["metrics"]["P@1"]["delta"] == -50.0
+    # From the predictions (not the records): A's first id is a true label in both rows, B's in neither.
+    assert result["metrics"]["P@1"]["bootstrap"]["delta"] == pytest.approx(-100.0)
+
+
+# ------------------------------------------------------------------------------------------------ plots
+def test_plots_write_pngs(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from xmlbench.results.plots import (
+        decile_contributions,
+        plot_ablation_deltas,
+        plot_label_deciles,
+        plot_training_curves,
+    )
+
+    dirs, truth = arm_runs(tmp_path / "runs", n_docs=300)
+    label_counts = np.arange(truth.shape[1])[::-1] * 3
+    shares = decile_contributions(np.load(dirs["se"][0] / "predictions.npz")["ids"], truth, label_counts)
+    assert shares.shape == (10,)
+    assert shares.sum() == pytest.approx(100 * doc_scores(np.load(dirs["se"][0] / "predictions.npz")["ids"],
+                                                          truth, "P@5").mean())
+    for d in dirs["base"] + dirs["se"]:
+        lines = [{"step": s, "epoch": s // 10, "loss": 1.0 / (s + 1)} for s in range(0, 50, 5)]
+        for s in (10, 20, 30, 40):
+            evaluation = {"P@1": 50 + s, "P@5": 30 + s}
+            lines.append({"step": s, "epoch": s // 10, "split": "valid", "metrics": evaluation})
+        (d / "history.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "plots"
+    written = [
+        plot_label_deciles(dirs, truth, label_counts, out / "deciles.png"),
+        plot_training_curves(dirs["base"] + dirs["se"], out / "curves.png"),
+        plot_ablation_deltas(dirs, out / "ablation.png"),
+    ]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

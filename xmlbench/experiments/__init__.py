@@ -1,0 +1,1 @@
+"""Experiments: orchestrations of many runs through the one runner (ablations, baselines, ensembles)."""

@@ -1,0 +1,167 @@
+"""``xmlbench ablate`` / ``./run.sh DATASET ablations``: the base model, each variant alone and all variants
+together, over N seeds, with a fair protocol and a generated comparison table.
+
+Fairness rules (each tested or visible in the records):
+* every arm of a seed starts from the same initial weights (one init file per seed and mode, loaded with
+  ``--init-from``; modules only a variant has keep their own seeded initialisation), the same data split
+  (carved with the seed) and the same clusters (cached per split and cluster seed);
+* arms that need clustered mode run clustered, and are compared with a base run in clustered mode;
+* checkpoints are chosen on the validation split; the test split is read once per run.
+Idempotent: finished arms are skipped and interrupted ones resume, so a killed sweep continues where it
+stopped. ``--print-commands`` prints one command per arm for any scheduler; ``--jobs N`` runs arms in
+parallel locally.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from xmlbench.errors import UserError
+from xmlbench.models.variants import VARIANTS
+from xmlbench.results import record as rec
+from xmlbench.training.runner import RunOptions, run, save_initial_weights
+
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    variants: tuple[str, ...]
+    mode: str  # "flat" or "clustered"
+
+
+def plan_arms(dataset_mode: str, forced_mode: str | None, variants: list[str]) -> list[Arm]:
+    """Base, each variant alone, all together; clustered where a variant needs it (and its base too)."""
+    needs_clustered = {v for v in variants if VARIANTS.get(v).needs_clustered}
+    def mode_for(vs: tuple[str, ...]) -> str:
+        if forced_mode:
+            return forced_mode
+        return "clustered" if dataset_mode == "clustered" or needs_clustered & set(vs) else "flat"
+
+    wanted = [(v,) for v in variants] + ([tuple(variants)] if len(variants) > 1 else [])
+    arms = [Arm(_arm_name(vs), vs, mode_for(vs)) for vs in wanted]
+    modes = sorted({a.mode for a in arms} | {mode_for(())})
+    bases = [Arm(BASE if len(modes) == 1 else f"{BASE}-{m}", (), m) for m in modes]
+    return bases + arms
+
+
+def _arm_name(variants: tuple[str, ...]) -> str:
+    return "+".join(variants) if len(variants) < len(VARIANTS.names()) else "all"
+
+
+def base_of(arm: Arm, arms: list[Arm]) -> str:
+    bases = [a for a in arms if not a.variants]
+    return next(a.name for a in bases if a.mode == arm.mode)
+
+
+def arm_dir(root: Path, arm: Arm, seed: int) -> Path:
+    return root / arm.name / f"seed{seed}"
+
+
+def init_path(root: Path, mode: str, seed: int) -> Path:
+    return root / "init" / f"{mode}-seed{seed}.pt"
+
+
+def arm_options(template: RunOptions, arm: Arm, seed: int, root: Path) -> RunOptions:
+    overrides = dict(template.overrides)
+    overrides["variants"] = list(arm.variants)
+    overrides["mode"] = arm.mode
+    return replace(template, seed=seed, out=str(arm_dir(root, arm, seed)), overrides=overrides, resume=True,
+                   init_from=str(init_path(root, arm.mode, seed)), model="lightxml")
+
+
+def run_ablation(template: RunOptions, arms: list[Arm], seeds: list[int], root: Path, jobs: int = 1,
+                 log=print) -> dict[str, list[Path]]:
+    """Run every (arm, seed) not yet finished; returns the run folders per arm."""
+    for mode in sorted({a.mode for a in arms}):
+        for seed in seeds:
+            path = init_path(root, mode, seed)
+            if not path.is_file():
+                base = replace(template, seed=seed, overrides={**template.overrides, "variants": [], "mode": mode})
+                log(f"initial weights for {mode} mode, seed {seed} -> {path}")
+                save_initial_weights(base, path)
+    todo = [(a, s) for a in arms for s in seeds if not rec.is_complete(arm_dir(root, a, s))]
+    done = len(arms) * len(seeds) - len(todo)
+    log(f"ablation: {len(arms)} arms x {len(seeds)} seeds; {done} finished, {len(todo)} to run")
+    if jobs <= 1:
+        for i, (arm, seed) in enumerate(todo, 1):
+            log(f"[{i}/{len(todo)}] arm {arm.name} ({arm.mode}) seed {seed}")
+            run(arm_options(template, arm, seed, root))
+    else:
+        commands = [train_command(arm_options(template, a, s, root)) for a, s in todo]
+        with ThreadPoolExecutor(jobs) as pool:
+            codes = list(pool.map(lambda c: subprocess.call(c, shell=True), commands))
+        failed = [c for c, code in zip(commands, codes) if code]
+        if failed:
+            raise UserError(f"{len(failed)} arm(s) failed; first: {failed[0]}")
+    return {a.name: [arm_dir(root, a, s) for s in seeds] for a in arms}
+
+
+def train_command(opts: RunOptions) -> str:
+    """The ``xmlbench train`` command that runs exactly this arm (for schedulers and --jobs)."""
+    from xmlbench.config import to_dict
+
+    args = [sys.executable, "-m", "xmlbench", "train", opts.dataset, "--model", opts.model, "--preset", opts.preset,
+            "--seed", str(opts.seed), "--out", opts.out, "--resume", "--no-progress",
+            "--valid-size", str(opts.valid_size)]
+    if opts.init_from:
+        args += ["--init-from", opts.init_from]
+    for key, value in _flatten(to_dict(opts.overrides)):
+        if key == "variants":
+            if value:
+                args += ["--variants", ",".join(value)]
+            continue
+        args += ["--set", f"{key}={_json(value)}"]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def init_command(template: RunOptions, mode: str, seed: int, root: Path) -> str:
+    opts = replace(template, seed=seed, overrides={**template.overrides, "variants": [], "mode": mode})
+    cmd = train_command(replace(opts, out=str(init_path(root, mode, seed)), init_from=""))
+    return cmd.replace(" train ", " init ", 1).replace(" --resume", "")
+
+
+def _flatten(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def _json(v) -> str:
+    import json
+
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def write_tables(root: Path, runs_by_arm: dict[str, list[Path]], arms: list[Arm], dataset_name: str) -> str:
+    """The comparison table(s): one per base (flat and clustered bases are never mixed)."""
+    from xmlbench.data.dataset import open_dataset
+    from xmlbench.io import write_text
+    from xmlbench.results.table import ablation_table, render
+
+    truth_cache: dict[str, object] = {}
+
+    def truth_loader(path: str):
+        if path not in truth_cache:
+            truth_cache[path] = open_dataset(path).test.labels
+        return truth_cache[path]
+
+    parts_md, parts_csv = [], []
+    for base in [a for a in arms if not a.variants]:
+        group = {a.name: runs_by_arm[a.name] for a in arms if a.mode == base.mode}
+        table = ablation_table(group, base=base.name, truth_loader=truth_loader)
+        title = f"### {dataset_name}: LightXML ablation, {base.mode} mode (test split; selected on valid)\n\n"
+        parts_md.append(title + render(table, "md"))
+        parts_csv.append(render(table, "csv"))
+    md = "\n\n".join(parts_md)
+    write_text(root / "ablation.md", md + "\n")
+    write_text(root / "ablation.csv", "\n".join(parts_csv))
+    return md

@@ -1,0 +1,240 @@
+"""Shared machinery of the neural models: encoder + head, token caches, the training loop, top-k
+prediction in batches, and checkpoints with the seed schema (config, hierarchy, encoder_state_dict,
+classifier_state_dict, optimizer_state_dict) as plain tensors + JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from xmlbench.config import from_dict, to_dict
+from xmlbench.data.dataset import Dataset, Split
+from xmlbench.errors import UserError
+from xmlbench.io import read_json, write_json
+from xmlbench.models.base import FitContext, Model
+from xmlbench.training import checkpoint as ckpt
+from xmlbench.training import loop
+from xmlbench.training.batches import Batch, chunk, loader
+
+MODEL_FILE = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class NeuralConfig:
+    """Training options shared by all neural models (LightXML's recipe by default)."""
+
+    encoder: str = "bert-base"
+    max_len: int = 512
+    epochs: int = 25
+    batch_size: int = 16
+    accumulate: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    swa_warmup: int = 10  # epoch from which SWA folds weights in; -1 turns SWA off
+    swa_step: int = 200  # optimiser steps between folds
+    eval_every: int = 0  # optimiser steps between selections; 0 = at each epoch end only
+    eval_batch_size: int = 64
+    max_steps: int = 0  # stop after this many optimiser steps (0 = no limit); for smoke runs/benchmarks
+    checkpoint_every: int = 200  # optimiser steps between resumable checkpoints (and at each epoch end)
+    select_metric: str = "P@5"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    tf32: bool = True
+    device: str = "auto"
+    num_workers: int = 0  # data-loader workers (useful on a GPU)
+    dropout: float = 0.5
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("XMLBENCH_CACHE")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "cache"
+
+
+class NeuralModel(Model):
+    """Subclasses build ``self.net`` (an ``nn.Module`` with ``.encoder`` and ``.head``) and implement
+    ``loss(net, batch)`` and ``topk(net, input_ids, attention_mask, k)``."""
+
+    def __init__(self, config: Any, dataset: Dataset) -> None:
+        super().__init__(config, dataset)
+        from xmlbench.encoders import load_encoder
+
+        if not dataset.has_texts:
+            raise UserError(f"{self.name} needs texts; {dataset.name} is a bag-of-words dataset")
+        self.dataset = dataset
+        self.encoder = load_encoder(config.encoder, seed=torch.initial_seed() % 2**31)
+        self.net = self.build_net(dataset)
+        self._caches: dict[str, Any] = {}
+
+    # -- to implement -------------------------------------------------------------------------------
+    def build_net(self, dataset: Dataset) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, net: nn.Module, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def topk(self, net: nn.Module, input_ids, attention_mask, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, ids) of the k best labels per row, best first."""
+        raise NotImplementedError
+
+    def hierarchy(self) -> dict[str, Any]:
+        """Label structure saved with the model (label vocabulary, clusters)."""
+        return {"label_names": list(self.dataset.label_names)}
+
+    def load_hierarchy(self, hierarchy: dict[str, Any]) -> None:
+        pass
+
+    def prepare(self, ctx: FitContext) -> None:
+        """Work before training that needs the training split (e.g. label clustering)."""
+
+    # -- shared ---------------------------------------------------------------------------------------
+    def param_groups(self, net: nn.Module) -> list[dict[str, Any]]:
+        """LightXML: one learning rate everywhere; subclasses may split encoder and classifier."""
+        return loop.make_param_groups(list(net.named_parameters()), self.config.lr, self.config.weight_decay)
+
+    def tokens(self, split: Split, progress: bool = False):
+        """The token cache of the file behind ``split`` (built once, memory-mapped afterwards)."""
+        from xmlbench.data.tokcache import build_token_cache
+
+        texts = split.texts
+        key = texts.digest
+        if key not in self._caches:
+            self._caches[key] = build_token_cache(
+                texts.iter_lines(), len(texts), self.encoder.tokenizer, self.encoder.spec.source
+                if not self.encoder.spec.is_random else self.encoder.name, self.config.max_len, key,
+                cache_dir() / "tokens", progress=progress,
+            )
+        return self._caches[key]
+
+    def fit(self, ctx: FitContext) -> dict[str, Any]:
+        self.prepare(ctx)
+        if ctx.init_from is not None:
+            self._load_weights_from(ctx.init_from)
+        train_tokens = self.tokens(ctx.train, ctx.progress)
+        select_tokens = self.tokens(ctx.select, ctx.progress) if ctx.select is not None else None
+
+        def batches_for(chunks, pin):
+            return loader(train_tokens, ctx.train.file_rows, ctx.train.labels, chunks,
+                          self.config.num_workers, pin)
+
+        def evaluate() -> dict[str, float]:
+            if ctx.select is None:
+                return {}
+            from xmlbench.metrics import evaluate as metrics
+
+            ids, _ = self._predict_tokens(select_tokens, ctx.select.file_rows, 10, progress=False)
+            return metrics(ids, ctx.select.labels, ks=(1, 3, 5))
+
+        trainable = loop.Trainable(net=self.net, loss=self.loss, evaluate=evaluate,
+                                   param_groups=self.param_groups,
+                                   extra_state=lambda: {"config": json.dumps(self._config_dict())})
+        return loop.train(trainable, self.config, len(ctx.train), batches_for, ctx.run_dir, ctx.seed,
+                          ctx.resume, ctx.log, ctx.progress)
+
+    def predict(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        return self._predict_tokens(self.tokens(split, progress), split.file_rows, k, progress)
+
+    @torch.no_grad()
+    def _predict_tokens(self, tokens, file_rows: np.ndarray, k: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+        from tqdm import tqdm
+
+        net = self.net
+        device = next(net.parameters()).device
+        was_training = net.training
+        net.eval()
+        precision = loop.Precision(self.config.amp, device)
+        ids_out = np.full((len(file_rows), k), -1, dtype=np.int32)
+        scores_out = np.zeros((len(file_rows), k), dtype=np.float32)
+        start = 0
+        for rows in tqdm(chunk(file_rows, self.config.eval_batch_size), disable=not progress, desc="predict",
+                         unit="batch", leave=False):
+            input_ids, mask = tokens.batch(rows, trim=True)
+            with precision.autocast():
+                scores, ids = self.topk(net, input_ids.to(device), mask.to(device), k)
+            width = ids.shape[1]
+            ids_out[start : start + len(rows), :width] = ids.cpu().numpy()
+            scores_out[start : start + len(rows), :width] = scores.float().cpu().numpy()
+            start += len(rows)
+        net.train(was_training)
+        return ids_out, scores_out
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def _config_dict(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def state_dicts(self) -> tuple[dict, dict]:
+        full = self.net.state_dict()
+        encoder = {k[len("encoder."):]: v for k, v in full.items() if k.startswith("encoder.")}
+        classifier = {k: v for k, v in full.items() if not k.startswith("encoder.")}
+        return encoder, classifier
+
+    def checkpoint(self, optimizer_state: dict | None = None) -> dict[str, Any]:
+        encoder, classifier = self.state_dicts()
+        # Exactly the seed's checkpoint schema; the encoder's architecture rides along inside "config".
+        config = {"model": self.name, **self._config_dict(),
+                  "encoder_config": self.encoder.model.config.to_dict()}
+        return {
+            "config": json.dumps(config),
+            "hierarchy": self.hierarchy(),
+            "encoder_state_dict": encoder,
+            "classifier_state_dict": classifier,
+            "optimizer_state_dict": optimizer_state or {},
+        }
+
+    def save_initial(self, path: Path) -> None:
+        """Untrained weights in the checkpoint schema, for ``--init-from``."""
+        ckpt.save(path, self.checkpoint())
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        optimizer_state = {}
+        run_ckpt = folder.parent / loop.CHECKPOINT
+        if run_ckpt.is_file():
+            optimizer_state = ckpt.load(run_ckpt).get("optimizer_state_dict", {})
+        ckpt.save(folder / MODEL_FILE, self.checkpoint(optimizer_state))
+        write_json(folder / "model.json", {"model": self.name, "config": to_dict(self.config)})
+
+    @classmethod
+    def load(cls, folder: Path, dataset: Dataset) -> "NeuralModel":
+        return cls.from_checkpoint(folder / MODEL_FILE, dataset)
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, dataset: Dataset) -> "NeuralModel":
+        """Rebuild the model from the checkpoint alone (plus the dataset it predicts)."""
+        saved = ckpt.load(path)
+        config_dict = json.loads(saved["config"])
+        config_dict.pop("model", None)
+        config_dict.pop("encoder_config", None)
+        model = cls(from_dict(cls.config_cls(), config_dict), dataset)
+        model.load_hierarchy(saved["hierarchy"])
+        model.net.encoder.load_state_dict(saved["encoder_state_dict"])
+        model.net.load_state_dict({**{f"encoder.{k}": v for k, v in saved["encoder_state_dict"].items()},
+                                   **saved["classifier_state_dict"]})
+        model.net.eval()
+        return model
+
+    @classmethod
+    def config_cls(cls) -> type:
+        raise NotImplementedError
+
+    def _load_weights_from(self, run_dir: Path) -> None:
+        """--init-from: identical initial weights across arms (same encoder and head shapes)."""
+        path = Path(run_dir) / "model" / MODEL_FILE if Path(run_dir).is_dir() else Path(run_dir)
+        if not path.is_file():
+            raise UserError(f"--init-from {run_dir}: no {MODEL_FILE} (or initial-weights file) found")
+        saved = ckpt.load(path)
+        state = {**{f"encoder.{k}": v for k, v in saved["encoder_state_dict"].items()},
+                 **saved["classifier_state_dict"]}
+        missing, unexpected = self.net.load_state_dict(state, strict=False)
+        if unexpected:
+            raise UserError(f"--init-from {run_dir}: weights do not fit this model ({unexpected[:3]} ...)")

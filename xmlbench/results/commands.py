@@ -1,0 +1,113 @@
+"""``xmlbench table`` and ``xmlbench compare``: tables, comparisons and plots from run folders.
+
+RUNS are run folders or folders holding them. The test labels come from the dataset each record names
+(opened once per path); a dataset whose fingerprint no longer matches the runs' is refused, because the
+saved predictions would be scored against other labels.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from xmlbench.errors import UserError
+from xmlbench.io import write_text
+from xmlbench.results.compare import DEFAULT_METRICS, Run
+
+
+def add_commands(subparsers) -> None:
+    """Add ``table`` and ``compare`` to the ``xmlbench`` sub-command parsers."""
+    t = subparsers.add_parser("table", help="result table (md, csv, LaTeX) from run folders")
+    t.add_argument("runs", nargs="+", metavar="RUNS", help="run folders or folders that hold them")
+    t.add_argument("--format", choices=["md", "csv", "latex"], default="md")
+    t.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="e.g. P@1,P@3,P@5,nDCG@5,PSP@5")
+    t.add_argument("--reference", action="store_true", help="add published rows and the gap to them")
+    t.add_argument("--out", help="write the table to this file (default: print it)")
+    t.add_argument("--plots", metavar="DIR", help="also write PNG plots (label deciles, training curves)")
+    t.add_argument("--index", metavar="DIR", help="also write DIR/README.md: every run and its command")
+    t.set_defaults(func=cmd_table)
+
+    c = subparsers.add_parser("compare", help="compare two sets of runs: deltas, paired t-test, bootstrap CI")
+    c.add_argument("runs_a", metavar="RUNS_A", help="run folder or folder of runs (A)")
+    c.add_argument("runs_b", metavar="RUNS_B", help="run folder or folder of runs (B)")
+    c.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
+    c.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    c.set_defaults(func=cmd_compare)
+
+
+def metric_keys(text: str) -> list[str]:
+    """``"P@1,nDCG@5"`` -> ``["P@1", "nDCG@5"]``, checked against the metric registry."""
+    from xmlbench.metrics import metric_key, parse_metric_names
+
+    return [metric_key(name, k) for name, k in parse_metric_names(text)]
+
+
+class DatasetCache:
+    """Datasets opened by the path a record names, once each; checked against the runs' fingerprint."""
+
+    def __init__(self, runs: list[Run]) -> None:
+        self._expected = {r.dataset_path: r.fingerprint for r in runs}
+        self._opened: dict[str, object] = {}
+
+    def dataset(self, path: str):
+        if path not in self._opened:
+            from xmlbench.data.dataset import open_dataset
+
+            ds = open_dataset(path)
+            expected = self._expected.get(path)
+            if expected and ds.fingerprint != expected:
+                raise UserError(
+                    f"{path}: the dataset's fingerprint is {ds.fingerprint} but the runs were made on "
+                    f"{expected}; the data changed since, so the saved predictions cannot be scored"
+                )
+            self._opened[path] = ds
+        return self._opened[path]
+
+    def test_labels(self, path: str) -> sp.csr_matrix:
+        return self.dataset(path).test.labels
+
+    def label_counts(self, path: str) -> np.ndarray:
+        return self.dataset(path).label_counts()
+
+
+def cmd_table(args) -> int:
+    from xmlbench.results.compare import load_runs
+    from xmlbench.results.table import build_table, render
+
+    metrics = metric_keys(args.metrics)
+    runs = load_runs([Path(p) for p in args.runs])
+    dirs = [r.dir for r in runs]
+    text = render(build_table(dirs, metrics, reference=args.reference), args.format)
+    if args.out:
+        write_text(args.out, text)
+        print(f"wrote {args.out} ({len(runs)} runs)", file=sys.stderr)
+    else:
+        print(text, end="")
+    if args.index:
+        from xmlbench.results.index import write_results_index
+
+        print(f"wrote {write_results_index(Path(args.index), dirs)}", file=sys.stderr)
+    if args.plots:
+        from xmlbench.results.plots import write_plots
+
+        cache = DatasetCache(runs)
+        for path in write_plots(dirs, Path(args.plots), cache.test_labels, cache.label_counts):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from xmlbench.results.compare import compare, load_runs, render_comparison
+
+    a, b = [Path(args.runs_a)], [Path(args.runs_b)]
+    cache = DatasetCache(load_runs(a) + load_runs(b))
+    result = compare(a, b, cache.test_labels, metric_keys(args.metrics))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(render_comparison(result), end="")
+    return 0

@@ -22,7 +22,11 @@ def run(what: str, dataset: str, steps: int = 20) -> dict[str, Any]:
         from xmlbench.training.pipeline_bench import bench_pipeline
 
         return bench_pipeline(dataset, steps=steps)
-    raise UserError(f"unknown benchmark {what!r}; known: metrics, cluster, pipeline")
+    if what == "throughput":
+        from xmlbench.training.throughput import sweep
+
+        return {"rows": sweep(steps=steps)}
+    raise UserError(f"unknown benchmark {what!r}; known: metrics, cluster, pipeline, throughput")
 
 
 def format_result(what: str, result: dict[str, Any]) -> str:
@@ -34,4 +38,8 @@ def format_result(what: str, result: dict[str, Any]) -> str:
         from xmlbench.models.bench_cluster import format_bench
 
         return format_bench(result)
+    if what == "throughput":
+        from xmlbench.training.throughput import format_rows
+
+        return format_rows(result["rows"])
     return json.dumps(result, indent=2)

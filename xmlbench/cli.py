@@ -232,10 +232,10 @@ def cmd_predict(args) -> int:
 # -------------------------------------------------------------------------------------------- bench
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks: metrics, cluster, pipeline")
-    p.add_argument("what", choices=["metrics", "cluster", "pipeline"])
+    p.add_argument("what", choices=["metrics", "cluster", "pipeline", "throughput"])
     p.add_argument("dataset", nargs="?", default="synth-amazon670k", help="for cluster/pipeline")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--steps", type=int, default=20, help="pipeline: training steps")
+    p.add_argument("--steps", type=int, default=20, help="pipeline/throughput: training steps")
     p.set_defaults(func=cmd_bench)
 
 

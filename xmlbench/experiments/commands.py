@@ -26,6 +26,7 @@ def add_commands(sub) -> None:
     ab.set_defaults(func=cmd_ablate, model="lightxml")
     add_ensemble_commands(sub)
     add_baseline_commands(sub)
+    add_demo_command(sub)
 
 
 def cmd_init(args) -> int:
@@ -137,3 +138,15 @@ def cmd_baselines(args) -> int:
     for s in skipped:
         print(f"skipped: {s}")
     return 0
+
+
+def add_demo_command(sub) -> None:
+    d = sub.add_parser("demo", help="the main job on synthetic data, offline, on a CPU, in minutes")
+    d.add_argument("--root", default="results/demo", help="where runs, tables and plots go")
+    d.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from xmlbench.experiments.demo import run_demo
+
+    return run_demo(Path(args.root))

@@ -197,60 +197,67 @@ def rank_sums_kernel(topk, indptr, indices, k_max, inv_prop, use_ps):
       ps_hits[r, m] sum of 1/p_l over hits at rank r (zeros unless ``use_ps``)
       ps_best[r, m] sum of the (r+1)-th largest 1/p_l of y over rows with |y| > r (zeros unless ``use_ps``)
     """
-    n, width = topk.shape
-    scan = min(k_max, width)  # ranks beyond the width are missing predictions: misses
+    n = topk.shape[0]
     n_chunks, chunk = _chunking(n, k_max)
-    hits = np.zeros((n_chunks, k_max, k_max + 1), dtype=np.float64)
-    recall = np.zeros((n_chunks, k_max), dtype=np.float64)
-    ps_hits = np.zeros((n_chunks, k_max, k_max + 1), dtype=np.float64)
-    ps_best = np.zeros((n_chunks, k_max, k_max + 1), dtype=np.float64)
+    hits, recall, ps_hits, ps_best = _zero_tables(n_chunks, k_max)
     for c in prange(n_chunks):
-        # Chunk-local tables and scratch: threads share nothing inside the row loop.
-        c_hits = np.zeros((k_max, k_max + 1), dtype=np.float64)
-        c_recall = np.zeros(k_max, dtype=np.float64)
-        c_ps_hits = np.zeros((k_max, k_max + 1), dtype=np.float64)
-        c_ps_best = np.zeros((k_max, k_max + 1), dtype=np.float64)
-        best = np.empty(k_max, dtype=np.float64)
-        small = np.empty(NETWORK_SIZE, dtype=np.float64)
-        for i in range(c * chunk, min(n, (c + 1) * chunk)):
-            start = indptr[i]
-            end = indptr[i + 1]
-            n_true = end - start
-            if n_true == 0:
-                continue  # convention (c): counted in n by the caller, contributes 0 everywhere
-            m = min(n_true, k_max)
-            inv_n_true = 1.0 / n_true
-            if scan <= MASK_RANKS:
-                if n_true <= LINEAR_ROW:
-                    mask = _hit_mask_by_scan(topk, i, scan, indices, start, end)
-                else:
-                    mask = _hit_mask_by_search(topk, i, scan, indices, start, end)
-                r = 0
-                while mask != 0:  # visits ranks up to the last hit only
-                    if mask & 1:
-                        c_hits[r, m] += 1.0
-                        c_recall[r] += inv_n_true
-                        if use_ps:
-                            c_ps_hits[r, m] += inv_prop[topk[i, r]]
-                    mask >>= 1
-                    r += 1
-            else:  # k > 63: no bit mask, test rank by rank
-                for r in range(scan):
-                    label = topk[i, r]
-                    if _in_sorted_row(indices, start, end, label) and not _repeats_earlier(topk, i, r, label):
-                        c_hits[r, m] += 1.0
-                        c_recall[r] += inv_n_true
-                        if use_ps:
-                            c_ps_hits[r, m] += inv_prop[label]
-            if use_ps:
-                n_best = _largest_weights(inv_prop, indices, start, end, best, small)
-                for r in range(n_best):
-                    c_ps_best[r, m] += best[r]
-        hits[c] = c_hits
-        recall[c] = c_recall
-        ps_hits[c] = c_ps_hits
-        ps_best[c] = c_ps_best
+        # The body is one plain call: parfor analysis of a big loop body is what makes compiling slow.
+        _sum_rows(topk, indptr, indices, k_max, inv_prop, use_ps, c * chunk, min(n, (c + 1) * chunk),
+                  hits[c], recall[c], ps_hits[c], ps_best[c])
     return _sum_in_order(hits), _sum_in_order(recall), _sum_in_order(ps_hits), _sum_in_order(ps_best)
+
+
+@njit(cache=True)
+def _zero_tables(n_chunks, k_max):
+    """Per-chunk tables; allocated outside the parallel function, where each np.zeros would be a parfor."""
+    return (
+        np.zeros((n_chunks, k_max, k_max + 1), dtype=np.float64),
+        np.zeros((n_chunks, k_max), dtype=np.float64),
+        np.zeros((n_chunks, k_max, k_max + 1), dtype=np.float64),
+        np.zeros((n_chunks, k_max, k_max + 1), dtype=np.float64),
+    )
+
+
+@njit(cache=True)
+def _sum_rows(topk, indptr, indices, k_max, inv_prop, use_ps, lo, hi, hits, recall, ps_hits, ps_best):
+    """Add rows lo..hi-1 into one chunk's tables (see ``rank_sums_kernel`` for their meaning)."""
+    scan = min(k_max, topk.shape[1])  # ranks beyond the width are missing predictions: misses
+    best = np.empty(k_max, dtype=np.float64)  # scratch, once per chunk rather than per row
+    small = np.empty(NETWORK_SIZE, dtype=np.float64)
+    for i in range(lo, hi):
+        start = indptr[i]
+        end = indptr[i + 1]
+        n_true = end - start
+        if n_true == 0:
+            continue  # convention (c): counted in n by the caller, contributes 0 everywhere
+        m = min(n_true, k_max)
+        inv_n_true = 1.0 / n_true
+        if scan <= MASK_RANKS:
+            if n_true <= LINEAR_ROW:
+                mask = _hit_mask_by_scan(topk, i, scan, indices, start, end)
+            else:
+                mask = _hit_mask_by_search(topk, i, scan, indices, start, end)
+            r = 0
+            while mask != 0:  # visits ranks up to the last hit only
+                if mask & 1:
+                    hits[r, m] += 1.0
+                    recall[r] += inv_n_true
+                    if use_ps:
+                        ps_hits[r, m] += inv_prop[topk[i, r]]
+                mask >>= 1
+                r += 1
+        else:  # k > 63: no bit mask, test rank by rank
+            for r in range(scan):
+                label = topk[i, r]
+                if _in_sorted_row(indices, start, end, label) and not _repeats_earlier(topk, i, r, label):
+                    hits[r, m] += 1.0
+                    recall[r] += inv_n_true
+                    if use_ps:
+                        ps_hits[r, m] += inv_prop[label]
+        if use_ps:
+            n_best = _largest_weights(inv_prop, indices, start, end, best, small)
+            for r in range(n_best):
+                ps_best[r, m] += best[r]
 
 
 @njit(cache=True)

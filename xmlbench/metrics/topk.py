@@ -63,33 +63,30 @@ def _entry_bar(ids, scores, row):
     return scores[row, last] if ids[row, last] != EMPTY_ID else np.float32(-np.inf)
 
 
+@njit(cache=True)
+def _offer_all(ids, scores, row, cand_ids, cand_scores) -> None:
+    """Offer candidates ``cand_ids[j]`` scored ``cand_scores[j]`` to one row."""
+    bar = _entry_bar(ids, scores, row)
+    for j in range(cand_scores.shape[0]):
+        score = np.float32(cand_scores[j])
+        if score < bar:  # one comparison rejects almost everything; NaN falls through to _offer
+            continue
+        _offer(ids, scores, row, cand_ids[j], score)
+        bar = _entry_bar(ids, scores, row)
+
+
 @njit(parallel=True, cache=True)
 def _merge_block(ids, scores, row_start, block, col_ids) -> None:
     """Offer every entry of ``block`` (rows row_start.., columns named by ``col_ids``) to the running top-k."""
-    n_block, n_cols = block.shape
-    for b in prange(n_block):
-        row = row_start + b
-        bar = _entry_bar(ids, scores, row)
-        for j in range(n_cols):
-            score = np.float32(block[b, j])
-            if score < bar:  # one comparison rejects almost everything; NaN falls through to _offer
-                continue
-            _offer(ids, scores, row, col_ids[j], score)
-            bar = _entry_bar(ids, scores, row)
+    for b in prange(block.shape[0]):
+        _offer_all(ids, scores, row_start + b, col_ids, block[b])
 
 
 @njit(parallel=True, cache=True)
 def _merge_ragged(ids, scores, indptr, indices, data) -> None:
     """Offer the candidates of CSR row i (ids ``indices``, scores ``data``) to row i's top-k."""
-    n = indptr.shape[0] - 1
-    for i in prange(n):
-        bar = _entry_bar(ids, scores, i)
-        for t in range(indptr[i], indptr[i + 1]):
-            score = np.float32(data[t])
-            if score < bar:
-                continue
-            _offer(ids, scores, i, indices[t], score)
-            bar = _entry_bar(ids, scores, i)
+    for i in prange(indptr.shape[0] - 1):
+        _offer_all(ids, scores, i, indices[indptr[i]:indptr[i + 1]], data[indptr[i]:indptr[i + 1]])
 
 
 def _empty_topk(n_rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +114,7 @@ class TopKAccumulator:
             raise ValueError(f"block rows {row_start}..{row_start + n_block} outside 0..{self.n_rows}")
         if not np.issubdtype(scores.dtype, np.floating):
             scores = scores.astype(np.float32)
+        scores = np.ascontiguousarray(scores)  # strided views would be one more compiled variant
         cols = self._default_cols(n_cols) if col_ids is None else _checked_col_ids(col_ids, n_cols)
         if n_block and n_cols:
             _merge_block(self._ids, self._scores, row_start, scores, cols)
@@ -139,7 +137,7 @@ def _checked_col_ids(col_ids: np.ndarray, n_cols: int) -> np.ndarray:
         raise ValueError(f"col_ids must be integers, got dtype {col_ids.dtype}")
     if n_cols and (col_ids.min() < 0 or col_ids.max() > np.iinfo(np.int32).max):
         raise ValueError("col_ids must be label ids in [0, 2**31)")
-    return col_ids
+    return col_ids.astype(np.int32, copy=False)  # one compiled variant; a copy of one id per column
 
 
 def topk_dense(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,8 +162,8 @@ def topk_sparse_rows(
         raise ValueError(f"k must be >= 1, got {k}")
     if indptr.ndim != 1 or indptr.size < 1 or indices.shape != data.shape or indices.size != indptr[-1]:
         raise ValueError("topk_sparse_rows needs CSR arrays: indptr (n+1), indices and data (indptr[-1])")
-    if indices.size and indices.min() < 0:
-        raise ValueError("topk_sparse_rows: candidate ids must be >= 0 (-1 marks an empty slot)")
+    if indices.size and (indices.min() < 0 or indices.max() > np.iinfo(np.int32).max):
+        raise ValueError("topk_sparse_rows: candidate ids must be in [0, 2**31) (-1 marks an empty slot)")
     if not np.issubdtype(data.dtype, np.floating):
         data = data.astype(np.float32)
     ids, scores = _empty_topk(indptr.size - 1, k)

@@ -7,6 +7,7 @@ import pytest
 from scipy import sparse
 
 from xmlbench.errors import UserError
+from xmlbench.models import clustering
 from xmlbench.models.bench_cluster import bench_cluster, format_bench, random_label_features
 from xmlbench.models.clustering import (
     arrays_to_clusters,
@@ -63,6 +64,15 @@ def test_deterministic_for_a_seed_and_different_across_seeds(features):
     first_map, _ = clusters_to_arrays(first)
     other_map, _ = clusters_to_arrays(other)
     assert not np.array_equal(first_map, other_map)
+
+
+@pytest.mark.parametrize("threads", [1, 3, 8])
+def test_tree_does_not_depend_on_the_thread_count(features, monkeypatch, threads):
+    """8 threads take the within-node path for the top levels, 1 and 3 the per-node path: same tree."""
+    reference = balanced_clusters(features, leaf_size=30, seed=4)
+    monkeypatch.setattr(clustering, "_thread_count", lambda: threads)
+    leaves = balanced_clusters(features, leaf_size=30, seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(reference, leaves))
 
 
 def test_zero_feature_labels_get_clusters(features):

@@ -1,4 +1,4 @@
-"""Tests of xmlbench.metrics: hand-computed values, each documented convention, and a pure-Python reference."""
+"""Tests of xmlbench.metrics: hand-computed values, each documented convention, a pure-Python reference."""
 
 from __future__ import annotations
 
@@ -56,7 +56,9 @@ def reference_metrics(topk, truth_rows, ks, weights=None) -> dict[str, float]:
                 best = sorted((weights[lab] for lab in y), reverse=True)[:k]
                 psp_num += sum(weights[lab] for lab, g in zip(preds, gains) if g)
                 psp_den += sum(best)
-                psn_num += sum(weights[lab] * d(r) for r, (lab, g) in enumerate(zip(preds, gains)) if g) / idcg
+                psn_num += (
+                    sum(weights[lab] * d(r) for r, (lab, g) in enumerate(zip(preds, gains)) if g) / idcg
+                )
                 psn_den += sum(b * d(r) for r, b in enumerate(best)) / idcg
         out[f"P@{k}"] = 100 * p / n if n else 0.0
         out[f"nDCG@{k}"] = 100 * ndcg / n if n else 0.0
@@ -189,7 +191,7 @@ def test_unsorted_and_duplicate_truth_is_handled_without_touching_the_input():
     want = evaluate(topk, truth, ks=(1, 3, 5), inv_propensity=w)
     assert evaluate(topk, shuffled, ks=(1, 3, 5), inv_propensity=w) == want
     np.testing.assert_array_equal(shuffled.indices, before)
-    rows = [np.repeat(truth.indices[truth.indptr[i]:truth.indptr[i + 1]], 2) for i in range(truth.shape[0])]
+    rows = [np.repeat(truth.indices[truth.indptr[i] : truth.indptr[i + 1]], 2) for i in range(truth.shape[0])]
     doubled = csr([r.tolist() for r in rows], truth.shape[1])
     assert evaluate(topk, doubled, ks=(1, 3, 5), inv_propensity=w) == pytest.approx(want)
     assert evaluate(topk, truth.tocoo(), ks=(1, 3, 5), inv_propensity=w) == pytest.approx(want)
@@ -214,8 +216,9 @@ def test_matches_reference_beyond_63_ranks():
 
 def test_int64_truth_indices_and_zero_rows():
     topk, truth, truth_rows, w = random_case(5, n=50)
-    wide = sp.csr_matrix((truth.data, truth.indices.astype(np.int64), truth.indptr.astype(np.int64)),
-                         shape=truth.shape)
+    wide = sp.csr_matrix(
+        (truth.data, truth.indices.astype(np.int64), truth.indptr.astype(np.int64)), shape=truth.shape
+    )
     assert_close(evaluate(topk, wide, inv_propensity=w), reference_metrics(topk, truth_rows, (1, 3, 5), w))
     empty = evaluate(np.zeros((0, 5), dtype=np.int32), csr([], 4), ks=(1, 5), inv_propensity=np.ones(4))
     assert set(empty.values()) == {0.0}
@@ -274,6 +277,8 @@ def test_user_errors():
         evaluate(np.zeros(2, dtype=np.int32), truth)
     with pytest.raises(UserError, match="positive"):
         evaluate(np.zeros((2, 2), dtype=np.int32), truth, ks=(0,))
+    with pytest.raises(UserError, match="too large"):
+        evaluate(np.zeros((2, 2), dtype=np.int32), truth, ks=(1, 5000))
     with pytest.raises(UserError, match="sparse"):
         evaluate(np.zeros((2, 2), dtype=np.int32), truth.toarray())
 

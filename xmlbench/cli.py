@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("xmlbench: interrupted; finished work is saved (use --resume to continue)", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:
+            from xmlbench.training.distributed import shutdown
+
+            shutdown()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,9 @@ Conventions (each one is tested in tests/test_metrics.py):
       PSnDCG@k = sum_i PSDCG_i@k / IDCG@min(k,|y_i|)  /  sum_i bestPSDCG_i@k / IDCG@min(k,|y_i|)
     where PSDCG_i@k = sum_{r<k} rel_i(r) w_{topk[i,r]} / log2(r + 2) and bestPSDCG_i@k is the same for
     the ranking w*_i. A metric whose denominator is 0 (no rows, or no true labels at all) is 0.
+    The weights must be finite (``xmlbench.metrics.propensity.inv_propensity`` computes them).
+
+k may exceed the width of ``topk`` (see (b)) but not ``MAX_K``.
 
 The registry ``METRICS`` names the families for ``--help`` and result tables; ``parse_metric_names``
 reads a user's ``"P@1,nDCG@5,PSP@5"``. Importing this package does not import numba or scipy.
@@ -31,8 +34,9 @@ reads a user's ``"P@1,nDCG@5,PSP@5"``. Importing this package does not import nu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,6 +46,9 @@ from xmlbench.registry import Registry
 
 if TYPE_CHECKING:
     import scipy.sparse
+
+MAX_K = 1024
+"""Largest k accepted: the kernel's by-rank tables hold 3 k^2 numbers per chunk (25 MB at k = 1024)."""
 
 __all__ = ["METRICS", "MetricSpec", "evaluate", "metric_key", "parse_metric_names", "inv_propensity"]
 
@@ -98,7 +105,7 @@ def evaluate(
     binary matrix (CSR preferred; any other format is converted). ``inv_propensity``: length-L 1/p_l; when
     given, PSP@k and PSnDCG@k are added. Keys come family by family: P@k..., nDCG@k..., R@k..., PSP@k...
     """
-    from xmlbench.metrics.kernels import metrics_from_rank_sums, rank_sums_kernel
+    from xmlbench.metrics.kernels import metrics_from_rank_sums, rank_sums
 
     k_list = _checked_ks(ks)
     topk = _checked_topk(topk)
@@ -107,7 +114,7 @@ def evaluate(
     use_ps = inv_propensity is not None
     weights = _checked_weights(inv_propensity, n_labels) if use_ps else np.zeros(0, dtype=np.float64)
     k_max = k_list[-1]
-    sums = rank_sums_kernel(topk, truth.indptr, truth.indices, k_max, weights, use_ps)
+    sums = rank_sums(topk, truth.indptr, truth.indices, k_max, weights, use_ps)
     values = metrics_from_rank_sums(*sums, np.asarray(k_list, dtype=np.int64), n)
     names = [spec.name for _, spec in METRICS.items() if use_ps or not spec.needs_propensity]
     return {
@@ -129,6 +136,8 @@ def _checked_ks(ks: Iterable[int]) -> list[int]:
         raise UserError(f"ks must be positive integers, got {ks!r}") from None
     if not k_list or k_list[0] < 1:
         raise UserError(f"ks must be a non-empty list of positive integers, got {ks!r}")
+    if k_list[-1] > MAX_K:
+        raise UserError(f"k = {k_list[-1]} is too large: metrics are computed for k up to {MAX_K}")
     return k_list
 
 
@@ -164,5 +173,7 @@ def _canonical_csr(truth: scipy.sparse.spmatrix, n_rows: int) -> scipy.sparse.cs
 def _checked_weights(inv_propensity: np.ndarray, n_labels: int) -> np.ndarray:
     weights = np.ascontiguousarray(inv_propensity, dtype=np.float64)
     if weights.shape != (n_labels,):
-        raise UserError(f"inv_propensity must have one value per label ({n_labels}), got shape {weights.shape}")
+        raise UserError(
+            f"inv_propensity must have one value per label ({n_labels}), got shape {weights.shape}"
+        )
     return weights

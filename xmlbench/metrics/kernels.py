@@ -15,7 +15,7 @@ is bit-identical for 1, 2 or 64 threads.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, parallel_chunksize, prange
 
 CHUNK_ROWS = 1024
 """Smallest number of rows per reduction chunk."""
@@ -83,7 +83,7 @@ def _hit_mask_by_search(topk, row, scan, indices, start, end):
     return mask
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _compare_exchange(buf, i, j):
     """Put the larger of buf[i], buf[j] at i and the smaller at j (min/max, no branch)."""
     x = buf[i]
@@ -94,7 +94,7 @@ def _compare_exchange(buf, i, j):
 
 @njit(cache=True)
 def _sort8_descending(buf):
-    """Sort buf[0:8] in decreasing order with Batcher-style 19-comparator network (checked in the tests)."""
+    """Sort buf[0:8] in decreasing order: a 19-comparator network, the fewest for 8 inputs (see the tests)."""
     _compare_exchange(buf, 0, 2)
     _compare_exchange(buf, 1, 3)
     _compare_exchange(buf, 4, 6)
@@ -183,6 +183,16 @@ def _chunking(n, k_max):
     return n_chunks, (n + n_chunks - 1) // n_chunks
 
 
+def rank_sums(topk, indptr, indices, k_max, inv_prop, use_ps):
+    """``rank_sums_kernel`` with chunks handed out one at a time instead of in equal static shares.
+
+    On a shared machine a descheduled thread then no longer holds the others up at the end. (Set here,
+    from Python: calling set_parallel_chunksize inside the kernel would stop numba from caching it.)
+    """
+    with parallel_chunksize(1):
+        return rank_sums_kernel(topk, indptr, indices, k_max, inv_prop, use_ps)
+
+
 @njit(parallel=True, cache=True)
 def rank_sums_kernel(topk, indptr, indices, k_max, inv_prop, use_ps):
     """One pass over the rows; sums of hits and weights by rank, from which every metric at every k follows.
@@ -202,8 +212,20 @@ def rank_sums_kernel(topk, indptr, indices, k_max, inv_prop, use_ps):
     hits, recall, ps_hits, ps_best = _zero_tables(n_chunks, k_max)
     for c in prange(n_chunks):
         # The body is one plain call: parfor analysis of a big loop body is what makes compiling slow.
-        _sum_rows(topk, indptr, indices, k_max, inv_prop, use_ps, c * chunk, min(n, (c + 1) * chunk),
-                  hits[c], recall[c], ps_hits[c], ps_best[c])
+        _sum_rows(
+            topk,
+            indptr,
+            indices,
+            k_max,
+            inv_prop,
+            use_ps,
+            c * chunk,
+            min(n, (c + 1) * chunk),
+            hits[c],
+            recall[c],
+            ps_hits[c],
+            ps_best[c],
+        )
     return _sum_in_order(hits), _sum_in_order(recall), _sum_in_order(ps_hits), _sum_in_order(ps_best)
 
 

@@ -39,8 +39,9 @@ def _offer(ids, scores, row, cand_id, cand_score) -> None:
     if ids[row, last] != EMPTY_ID and not _better(cand_score, cand_id, scores[row, last], ids[row, last]):
         return  # the common case once the row is full
     pos = last  # first slot the candidate beats (empty slots are beaten by anything)
-    while pos > 0 and (ids[row, pos - 1] == EMPTY_ID or _better(cand_score, cand_id, scores[row, pos - 1],
-                                                                 ids[row, pos - 1])):
+    while pos > 0 and (
+        ids[row, pos - 1] == EMPTY_ID or _better(cand_score, cand_id, scores[row, pos - 1], ids[row, pos - 1])
+    ):
         pos -= 1
     stop = last  # the slot that gets overwritten by the shift: the k-th, or the candidate's old entry
     for q in range(k):
@@ -77,7 +78,7 @@ def _offer_all(ids, scores, row, cand_ids, cand_scores) -> None:
 
 @njit(parallel=True, cache=True)
 def _merge_block(ids, scores, row_start, block, col_ids) -> None:
-    """Offer every entry of ``block`` (rows row_start.., columns named by ``col_ids``) to the running top-k."""
+    """Offer every entry of ``block`` (rows row_start.., columns named by ``col_ids``) to the row top-k."""
     for b in prange(block.shape[0]):
         _offer_all(ids, scores, row_start + b, col_ids, block[b])
 
@@ -86,7 +87,7 @@ def _merge_block(ids, scores, row_start, block, col_ids) -> None:
 def _merge_ragged(ids, scores, indptr, indices, data) -> None:
     """Offer the candidates of CSR row i (ids ``indices``, scores ``data``) to row i's top-k."""
     for i in prange(indptr.shape[0] - 1):
-        _offer_all(ids, scores, i, indices[indptr[i]:indptr[i + 1]], data[indptr[i]:indptr[i + 1]])
+        _offer_all(ids, scores, i, indices[indptr[i] : indptr[i + 1]], data[indptr[i] : indptr[i + 1]])
 
 
 def _empty_topk(n_rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +142,7 @@ def _checked_col_ids(col_ids: np.ndarray, n_cols: int) -> np.ndarray:
 
 
 def topk_dense(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best k columns of every row of a dense (n x m) score matrix: (ids int32, scores float32), best first."""
+    """Best k columns of each row of a dense (n x m) score matrix: (ids int32, scores float32), best first."""
     scores = np.asarray(scores)
     acc = TopKAccumulator(scores.shape[0] if scores.ndim == 2 else 0, k)
     acc.add(0, scores)

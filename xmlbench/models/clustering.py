@@ -200,13 +200,25 @@ def _split_level(
 ) -> np.ndarray:
     """Split every node ``perm[starts[k]:starts[k]+sizes[k]]`` in place; returns the iterations per node.
 
-    The nodes are dealt round-robin into a few chunks per thread, run on a thread pool (the kernel releases
-    the GIL). Python threads rather than ``numba.prange``: the same speed here, and compiling a parallel
+    The nodes are dealt round-robin into a few chunks per thread, run on a thread pool (the kernels release
+    the GIL); a level with fewer than two nodes per thread parallelises inside each node instead. Python threads rather than ``numba.prange``: the same speed here, and compiling a parallel
     kernel takes about a minute, which every cold cache (CI, a fresh checkout) would pay.
     """
-    threads = numba.get_num_threads()
-    n_chunks = max(1, min(len(starts), 4 * threads))
+    threads = _thread_count()
     iterations = np.zeros(len(starts), dtype=np.int32)
+    if threads > 1 and 2 * len(starts) <= threads:
+        # Too few nodes to keep the threads busy (the top levels): split them one after the other, each
+        # with its dot products spread over all threads.
+        centroids = np.zeros(2 * vocab, dtype=np.float32)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for node, (start, size) in enumerate(zip(starts, sizes)):
+                iterations[node] = _split_node_threaded(
+                    pool, 4 * threads, indptr, indices, data, perm[start:start + size], int(first_pick[node]),
+                    float(second_draw[node]), centroids, tol, max_iter,
+                )
+        return iterations
+
+    n_chunks = max(1, min(len(starts), 4 * threads))
 
     def run_chunk(chunk: int) -> None:
         _split_chunk(
@@ -221,6 +233,11 @@ def _split_level(
         with ThreadPoolExecutor(max_workers=min(threads, n_chunks)) as pool:
             list(pool.map(run_chunk, range(n_chunks)))  # list() re-raises a failed chunk's exception
     return iterations
+
+
+def _thread_count() -> int:
+    """Worker threads: numba's setting (``NUMBA_NUM_THREADS`` / ``numba.set_num_threads``), as for our kernels."""
+    return numba.get_num_threads()
 
 
 @njit(nogil=True, cache=True)
@@ -249,50 +266,94 @@ def _split_node(indptr, indices, data, labels, first_pick, second_draw, centroid
     ``centroids`` holds the (unnormalised) sums of the rows assigned to each centroid. Cosines are
     ``x . sum / ||sum||`` and ``||sum||^2 = sum over members of x . sum``, so the norms come for free from the
     dot products of the assignment step. When labels move, only their rows are added to or subtracted from the
-    sums, which makes the late iterations (few moves) cheap.
+    sums, which makes the late iterations (few moves) cheap. Returns the number of assignment steps.
     """
-    n = labels.shape[0]
-    half = n // 2
-    # owner[i]: which sum row i is in (0 left, 1 right, 2 none); side[i]: the new assignment.
-    owner = np.full(n, 2, dtype=np.int8)
-    side = np.empty(n, dtype=np.int8)
-    dot_left = np.empty(n, dtype=np.float64)
-    dot_right = np.empty(n, dtype=np.float64)
-    difference = np.empty(n, dtype=np.float64)
-
-    second = _seed_centroids(indptr, indices, data, labels, first_pick, second_draw, centroids, dot_left)
-    owner[first_pick] = 0
-    owner[second] = 1
-
+    owner, side, dot_left, dot_right, difference = _node_state(labels.shape[0])
+    _seed_centroids(indptr, indices, data, labels, first_pick, second_draw, centroids, owner, dot_left)
     previous = -np.inf
     iteration = 0
     while True:
         iteration += 1
         _dots(indptr, indices, data, labels, centroids, dot_left, dot_right)
-        inv_left = _inverse_norm(_member_sum(dot_left, owner, 0))
-        inv_right = _inverse_norm(_member_sum(dot_right, owner, 1))
-        for i in range(n):
-            difference[i] = dot_right[i] * inv_right - dot_left[i] * inv_left
-        _exact_half(difference, half, side)
-        objective = 0.0
-        for i in range(n):
-            objective += dot_left[i] * inv_left if side[i] == 0 else dot_right[i] * inv_right
-        objective /= n
+        objective = _assign(dot_left, dot_right, owner, side, difference)
         if objective - previous < tol or iteration >= max_iter:
             break
         previous = objective
         _move_rows(indptr, indices, data, labels, owner, side, centroids)
+    _finish_node(indptr, indices, labels, side, centroids)
+    return iteration
 
-    _clear_centroids(indptr, indices, labels, centroids)
-    _reorder_by_side(labels, side)
+
+def _split_node_threaded(
+    pool: ThreadPoolExecutor, n_slices: int, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
+    labels: np.ndarray, first_pick: int, second_draw: float, centroids: np.ndarray, tol: float, max_iter: int,
+) -> int:
+    """:func:`_split_node` for a node too big to leave to one thread: the dot products, which are most of the
+    work, run on ``pool`` in ``n_slices`` slices of the node. They are computed row by row exactly as in
+    ``_split_node`` and everything else runs in the same order, so the tree does not depend on the threads.
+    """
+    owner, side, dot_left, dot_right, difference = _node_state(len(labels))
+    _seed_centroids(indptr, indices, data, labels, first_pick, second_draw, centroids, owner, dot_left)
+    bounds = np.linspace(0, len(labels), n_slices + 1).astype(np.int64)
+    slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+    def dots(part: slice) -> None:
+        _dots(indptr, indices, data, labels[part], centroids, dot_left[part], dot_right[part])
+
+    previous = -np.inf
+    iteration = 0
+    while True:
+        iteration += 1
+        list(pool.map(dots, slices))
+        objective = _assign(dot_left, dot_right, owner, side, difference)
+        if objective - previous < tol or iteration >= max_iter:
+            break
+        previous = objective
+        _move_rows(indptr, indices, data, labels, owner, side, centroids)
+    _finish_node(indptr, indices, labels, side, centroids)
     return iteration
 
 
 @njit(nogil=True, cache=True)
-def _seed_centroids(indptr, indices, data, labels, first_pick, second_draw, centroids, weights):
+def _node_state(n):
+    """Work arrays of a node: ``owner[i]``, which centroid sum row i is in (0 left, 1 right, 2 none yet);
+    ``side[i]``, its new side; its dot products with both sums; their cosine difference."""
+    owner = np.full(n, 2, dtype=np.int8)
+    side = np.empty(n, dtype=np.int8)
+    dot_left = np.empty(n, dtype=np.float64)
+    dot_right = np.empty(n, dtype=np.float64)
+    difference = np.empty(n, dtype=np.float64)
+    return owner, side, dot_left, dot_right, difference
+
+
+@njit(nogil=True, cache=True)
+def _assign(dot_left, dot_right, owner, side, difference):
+    """Assignment step: the balanced split of the cosine differences into ``side``; returns the objective,
+    the mean cosine of the labels to their new side's centroid."""
+    n = dot_left.shape[0]
+    inv_left = _inverse_norm(_member_sum(dot_left, owner, 0))
+    inv_right = _inverse_norm(_member_sum(dot_right, owner, 1))
+    for i in range(n):
+        difference[i] = dot_right[i] * inv_right - dot_left[i] * inv_left
+    _exact_half(difference, n // 2, side)
+    objective = 0.0
+    for i in range(n):
+        objective += dot_left[i] * inv_left if side[i] == 0 else dot_right[i] * inv_right
+    return objective / n
+
+
+@njit(nogil=True, cache=True)
+def _finish_node(indptr, indices, labels, side, centroids):
+    """Leave the centroid buffers all-zero for the next node and put the left half first."""
+    _clear_centroids(indptr, indices, labels, centroids)
+    _reorder_by_side(labels, side)
+
+
+@njit(nogil=True, cache=True)
+def _seed_centroids(indptr, indices, data, labels, first_pick, second_draw, centroids, owner, weights):
     """k-means++ seeding for k = 2 on a sample: the left sum becomes row ``first_pick``; the right sum a row
     drawn, among at most ``SEED_CANDIDATES`` evenly spaced other rows, with probability proportional to its
-    distance ``1 - cos`` to the first (uniformly if all are at distance 0). Returns the second row's position.
+    distance ``1 - cos`` to the first (uniformly if all are at distance 0). Marks both in ``owner``.
 
     Sampling the candidates keeps the seeding at O(1) rows per node instead of a pass over the node.
     """
@@ -319,7 +380,8 @@ def _seed_centroids(indptr, indices, data, labels, first_pick, second_draw, cent
                     break
     second = _candidate(first_pick, chosen, n, n_candidates)
     _add_row(indptr, indices, data, labels[second], centroids, 1, 1.0)
-    return second
+    owner[first_pick] = 0
+    owner[second] = 1
 
 
 @njit(nogil=True, cache=True)

@@ -20,6 +20,7 @@ from xmlbench.errors import UserError
 from xmlbench.io import read_json, write_json
 from xmlbench.models.base import FitContext, Model
 from xmlbench.training import checkpoint as ckpt
+from xmlbench.training import distributed as dist
 from xmlbench.training import loop
 from xmlbench.training.batches import Batch, chunk, loader
 
@@ -49,6 +50,7 @@ class NeuralConfig:
     device: str = "auto"
     num_workers: int = 0  # data-loader workers (useful on a GPU)
     dropout: float = 0.5
+    encoder_dropout: float = -1.0  # dropout inside the encoder; negative keeps the encoder's own
 
 
 def cache_dir() -> Path:
@@ -70,6 +72,10 @@ class NeuralModel(Model):
             raise UserError(f"{self.name} needs texts; {dataset.name} is a bag-of-words dataset")
         self.dataset = dataset
         self.encoder = load_encoder(config.encoder, seed=torch.initial_seed() % 2**31)
+        if config.encoder_dropout >= 0:
+            for module in self.encoder.model.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = config.encoder_dropout
         self.net = self.build_net(dataset)
         self._caches: dict[str, Any] = {}
 
@@ -114,11 +120,12 @@ class NeuralModel(Model):
         return self._caches[key]
 
     def fit(self, ctx: FitContext) -> dict[str, Any]:
-        self.prepare(ctx)
+        with dist.main_first():  # under torchrun, rank 0 fills the caches the other ranks then read
+            self.prepare(ctx)
+            train_tokens = self.tokens(ctx.train, ctx.progress)
+            select_tokens = self.tokens(ctx.select, ctx.progress) if ctx.select is not None else None
         if ctx.init_from is not None:
             self._load_weights_from(ctx.init_from)
-        train_tokens = self.tokens(ctx.train, ctx.progress)
-        select_tokens = self.tokens(ctx.select, ctx.progress) if ctx.select is not None else None
 
         def batches_for(chunks, pin):
             return loader(train_tokens, ctx.train.file_rows, ctx.train.labels, chunks,
@@ -139,10 +146,17 @@ class NeuralModel(Model):
                           ctx.resume, ctx.log, ctx.progress)
 
     def predict(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        return self._predict_tokens(self.tokens(split, progress), split.file_rows, k, progress)
+        with dist.main_first():
+            tokens = self.tokens(split, progress)
+        return self._predict_tokens(tokens, split.file_rows, k, progress)
+
+    def _predict_tokens(self, tokens, file_rows: np.ndarray, k: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k for the given rows; under torchrun each rank predicts a block and all gather the result."""
+        ids, scores = self._predict_block(tokens, dist.shard_of_rows(file_rows), k, progress and dist.is_main())
+        return dist.gather_rows(ids, scores)
 
     @torch.no_grad()
-    def _predict_tokens(self, tokens, file_rows: np.ndarray, k: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _predict_block(self, tokens, file_rows: np.ndarray, k: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
         from tqdm import tqdm
 
         net = self.net

@@ -8,7 +8,6 @@ weights; checkpoint at step boundaries so a killed run resumes exactly where it 
 from __future__ import annotations
 
 import json
-import math
 import os
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from xmlbench.training import checkpoint as ckpt
+from xmlbench.training import distributed as dist
 from xmlbench.training.batches import Batch, chunk, epoch_order, loader
 from xmlbench.training.swa import SWA
 
@@ -60,7 +60,7 @@ class Trainable:
 def device_for(cfg) -> torch.device:
     if cfg.device != "auto":
         return torch.device(cfg.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return dist.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 class Precision:
@@ -90,6 +90,7 @@ def train(model: Trainable, cfg, n_train: int, batches_for, run_dir: Path, seed:
         torch.backends.cudnn.allow_tf32 = True
     net = model.net.to(device)
     optimizer = torch.optim.AdamW(model.param_groups(net), lr=cfg.lr, eps=1e-8)
+    trained = dist.wrap(net, device)  # DistributedDataParallel under torchrun, else the net itself
     precision = Precision(cfg.amp, device)
     swa = SWA()
     state = TrainState()
@@ -97,19 +98,20 @@ def train(model: Trainable, cfg, n_train: int, batches_for, run_dir: Path, seed:
         state = _restore(run_dir / CHECKPOINT, net, optimizer, swa, precision)
         log(f"resumed at epoch {state.epoch}, batch {state.batch}, step {state.step}")
 
-    batches_per_epoch = math.ceil(n_train / cfg.batch_size)
-    history = open(run_dir / HISTORY, "a", encoding="utf-8")
+    history = open(run_dir / HISTORY, "a", encoding="utf-8") if dist.is_main() else open(os.devnull, "w")
     abort_at = int(os.environ.get(ABORT_ENV, "0") or 0)
     stop = state.done
     while not stop and state.epoch < cfg.epochs:
         if state.epoch >= cfg.swa_warmup >= 0 and not swa.active:
             swa.fold(net)  # LightXML starts the average from the weights at the start of swa_warmup
-        chunks = chunk(epoch_order(n_train, seed, state.epoch), cfg.batch_size)
+        chunks = epoch_batches(n_train, seed, state.epoch, cfg.batch_size)
+        batches_per_epoch = len(chunks)
         data = batches_for(chunks[state.batch :], device.type == "cuda")
-        bar = _bar(batches_per_epoch, state.batch, f"epoch {state.epoch + 1}/{cfg.epochs}", progress)
+        bar = _bar(batches_per_epoch, state.batch, f"epoch {state.epoch + 1}/{cfg.epochs}",
+                   progress and dist.is_main())
         net.train()
         for batch in data:
-            loss = train_step(net, model.loss, batch.to(device, non_blocking=True), precision, cfg.accumulate)
+            loss = train_step(trained, model.loss, batch.to(device, non_blocking=True), precision, cfg.accumulate)
             state.batch += 1
             bar.update(1)
             if state.batch % cfg.accumulate and state.batch != batches_per_epoch:
@@ -118,7 +120,8 @@ def train(model: Trainable, cfg, n_train: int, batches_for, run_dir: Path, seed:
             state.step += 1
             if swa.active and state.step % cfg.swa_step == 0:
                 swa.fold(net)
-            bar.set_postfix(loss=f"{loss:.4f}", docs_s=f"{(bar.format_dict['rate'] or 0) * cfg.batch_size:.0f}")
+            docs_s = (bar.format_dict["rate"] or 0) * cfg.batch_size  # global batch
+            bar.set_postfix(loss=f"{loss:.4f}", docs_s=f"{docs_s:.0f}")
             history.write(json.dumps({"step": state.step, "epoch": state.epoch, "loss": loss}) + "\n")
             if cfg.eval_every and state.step % cfg.eval_every == 0:
                 _select(model, net, swa, state, run_dir, cfg, history, log)
@@ -139,6 +142,15 @@ def train(model: Trainable, cfg, n_train: int, batches_for, run_dir: Path, seed:
         _checkpoint(run_dir, net, optimizer, swa, precision, state, model)
     history.close()
     return _finish(model, net, swa, state, run_dir)
+
+
+def epoch_batches(n_train: int, seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:
+    """Global batches of ``batch_size`` rows in the epoch's order; under torchrun each rank keeps its share
+    of every one (a last batch too small to give every rank a row is dropped)."""
+    chunks = chunk(epoch_order(n_train, seed, epoch), batch_size)
+    if dist.world_size() > 1:
+        chunks = [dist.shard_of_batch(c) for c in chunks if len(c) >= dist.world_size()]
+    return chunks
 
 
 def train_step(net: nn.Module, loss_fn, batch: Batch, precision: Precision, accumulate: int) -> float:
@@ -171,16 +183,19 @@ def _select(model: Trainable, net, swa: SWA, state: TrainState, run_dir: Path, c
         improved = score > state.best_score
         if improved:
             state.best_score, state.best_step, state.best_epoch = score, state.step, state.epoch
-            ckpt.save(run_dir / BEST, {"net": net.state_dict()})
+            if dist.is_main():
+                ckpt.save(run_dir / BEST, {"net": net.state_dict()})
     history.write(json.dumps({"step": state.step, "epoch": state.epoch, "split": "select", "metrics": metrics})
                   + "\n")
     history.flush()
     shown = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k in ("P@1", "P@3", "P@5"))
-    log(f"step {state.step} epoch {state.epoch}: {shown}{'  (best)' if improved else ''}")
+    if dist.is_main():
+        log(f"step {state.step} epoch {state.epoch}: {shown}{'  (best)' if improved else ''}")
 
 
 def _finish(model: Trainable, net, swa: SWA, state: TrainState, run_dir: Path) -> dict[str, Any]:
     """Leave the selected weights in the net: the best evaluated ones, else the (averaged) final ones."""
+    dist.barrier()  # rank 0 has written the best weights
     if (run_dir / BEST).is_file() and state.best_step >= 0:
         net.load_state_dict(ckpt.load(run_dir / BEST)["net"])
     elif swa.active:
@@ -195,13 +210,17 @@ def _finish(model: Trainable, net, swa: SWA, state: TrainState, run_dir: Path) -
 
 def _checkpoint(run_dir: Path, net, optimizer, swa: SWA, precision: Precision, state: TrainState,
                 model: Trainable) -> None:
+    rngs = dist.gather_objects(ckpt.rng_state())  # every rank's RNG, so each resumes its own stream
+    if not dist.is_main():
+        return
     ckpt.save(run_dir / CHECKPOINT, {
         "net": net.state_dict(),
         "optimizer_state_dict": optimizer.state_dict(),
         "swa_state": swa.state_dict(),
         "scaler": precision.scaler.state_dict() if precision.scaler else {},
         "train_state": asdict(state),
-        "rng": ckpt.rng_state(),
+        "rng": rngs[0],
+        "rng_per_rank": rngs,
         **model.extra_state(),
     })
 
@@ -213,7 +232,10 @@ def _restore(path: Path, net, optimizer, swa: SWA, precision: Precision) -> Trai
     swa.load_state_dict(saved["swa_state"])
     if precision.scaler and saved.get("scaler"):
         precision.scaler.load_state_dict(saved["scaler"])
-    ckpt.set_rng_state(saved["rng"])
+    per_rank = saved.get("rng_per_rank") or [saved["rng"]]
+    if len(per_rank) != dist.world_size():
+        raise RuntimeError(f"{path} was written by {len(per_rank)} process(es); resume with the same number")
+    ckpt.set_rng_state(per_rank[dist.rank()])
     return TrainState(**saved["train_state"])
 
 

@@ -21,6 +21,7 @@ from xmlbench.io import write_json
 from xmlbench.metrics import evaluate
 from xmlbench.models import MODELS, FitContext, Model, ModelEntry
 from xmlbench.results import record as rec
+from xmlbench.training import distributed as dist
 
 TOP_K = 100
 
@@ -83,6 +84,7 @@ def selection_split(ds: Dataset, opts: RunOptions) -> tuple[Split, Split | None,
 
 def run(opts: RunOptions) -> dict[str, Any]:
     """Train, evaluate and record one run; returns the record."""
+    dist.init_from_env()  # under torchrun: join the process group; a no-op for one process
     timer = rec.StageTimer()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with timer.stage("load"):
@@ -95,7 +97,9 @@ def run(opts: RunOptions) -> dict[str, Any]:
             raise UserError(f"{run_dir} already holds a finished run; pass --resume to skip it, or choose --out")
         return rec.read_record(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", {"options": to_dict(opts), "model_config": to_dict(config)})
+    main = dist.is_main()  # under torchrun only rank 0 writes files
+    if main:
+        write_json(run_dir / "config.json", {"options": to_dict(opts), "model_config": to_dict(config)})
 
     train, select, select_name = selection_split(ds, opts)
     _seed_everything(opts.seed)
@@ -110,13 +114,14 @@ def run(opts: RunOptions) -> dict[str, Any]:
         progress=opts.progress,
         resume=opts.resume,
         init_from=Path(opts.init_from) if opts.init_from else None,
-        log=_logger(run_dir),
+        log=_logger(run_dir) if main else (lambda msg: None),
         inv_propensity=ds.inv_propensity(),
     )
     with timer.stage("fit"):
         selection = model.fit(ctx)
-    with timer.stage("save"):
-        model.save(run_dir / "model")
+    if main:
+        with timer.stage("save"):
+            model.save(run_dir / "model")
 
     metrics: dict[str, dict[str, float]] = {}
     inv_p = ctx.inv_propensity
@@ -128,8 +133,6 @@ def run(opts: RunOptions) -> dict[str, Any]:
         ids, scores = model.predict(ds.test, TOP_K, progress=opts.progress)
     with timer.stage("evaluate"):
         metrics["test"] = evaluate(ids, ds.test.labels, ks=(1, 3, 5), inv_propensity=inv_p)
-    rec.write_predictions(run_dir, ids, scores)
-
     record = {
         "status": "complete",
         "command": opts.command,
@@ -164,7 +167,11 @@ def run(opts: RunOptions) -> dict[str, Any]:
     }
     if select_name == "test":
         record["selection"]["warning"] = "checkpoint chosen on the TEST split (original LightXML protocol)"
-    rec.write_record(run_dir, record)
+    record["world_size"] = dist.world_size()
+    if main:
+        rec.write_predictions(run_dir, ids, scores)
+        rec.write_record(run_dir, record)
+    dist.barrier()
     return record
 
 

@@ -179,3 +179,9 @@ def test_bench_reports_and_formats(features):
     assert report["n_leaves"] == 16 and report["leaf_max"] <= 100 and report["seconds"] >= 0
     text = format_bench(report)
     assert "16 leaves" in text and "PECOS: not run" in text
+
+
+def test_format_reports_a_failed_pecos(features):
+    report = bench_cluster(features, leaf_size=100, seed=0, compare_pecos=False)
+    report["pecos"] = {"error": "AttributeError: no sputils"}
+    assert "PECOS: failed (AttributeError: no sputils)" in format_bench(report)

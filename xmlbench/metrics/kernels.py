@@ -84,36 +84,44 @@ def _hit_mask_by_search(topk, row, scan, indices, start, end):
 
 
 @njit(cache=True, inline="always")
-def _compare_exchange(buf, i, j):
-    """Put the larger of buf[i], buf[j] at i and the smaller at j (min/max, no branch)."""
-    x = buf[i]
-    y = buf[j]
-    buf[i] = max(x, y)
-    buf[j] = min(x, y)
+def _ordered(a, b):
+    """(larger, smaller): one compare-exchange of a sorting network, min/max without a branch."""
+    return max(a, b), min(a, b)
 
 
 @njit(cache=True)
-def _sort8_descending(buf):
-    """Sort buf[0:8] in decreasing order: a 19-comparator network, the fewest for 8 inputs (see the tests)."""
-    _compare_exchange(buf, 0, 2)
-    _compare_exchange(buf, 1, 3)
-    _compare_exchange(buf, 4, 6)
-    _compare_exchange(buf, 5, 7)
-    _compare_exchange(buf, 0, 4)
-    _compare_exchange(buf, 1, 5)
-    _compare_exchange(buf, 2, 6)
-    _compare_exchange(buf, 3, 7)
-    _compare_exchange(buf, 0, 1)
-    _compare_exchange(buf, 2, 3)
-    _compare_exchange(buf, 4, 5)
-    _compare_exchange(buf, 6, 7)
-    _compare_exchange(buf, 2, 4)
-    _compare_exchange(buf, 3, 5)
-    _compare_exchange(buf, 1, 4)
-    _compare_exchange(buf, 3, 6)
-    _compare_exchange(buf, 1, 2)
-    _compare_exchange(buf, 3, 4)
-    _compare_exchange(buf, 5, 6)
+def _sort8_descending(v0, v1, v2, v3, v4, v5, v6, v7):
+    """The 8 values in decreasing order: a 19-comparator network, the fewest for 8 inputs (see the tests).
+
+    Plain locals rather than an array, so the values stay in registers.
+    """
+    v0, v2 = _ordered(v0, v2)
+    v1, v3 = _ordered(v1, v3)
+    v4, v6 = _ordered(v4, v6)
+    v5, v7 = _ordered(v5, v7)
+    v0, v4 = _ordered(v0, v4)
+    v1, v5 = _ordered(v1, v5)
+    v2, v6 = _ordered(v2, v6)
+    v3, v7 = _ordered(v3, v7)
+    v0, v1 = _ordered(v0, v1)
+    v2, v3 = _ordered(v2, v3)
+    v4, v5 = _ordered(v4, v5)
+    v6, v7 = _ordered(v6, v7)
+    v2, v4 = _ordered(v2, v4)
+    v3, v5 = _ordered(v3, v5)
+    v1, v4 = _ordered(v1, v4)
+    v3, v6 = _ordered(v3, v6)
+    v1, v2 = _ordered(v1, v2)
+    v3, v4 = _ordered(v3, v4)
+    v5, v6 = _ordered(v5, v6)
+    return v0, v1, v2, v3, v4, v5, v6, v7
+
+
+@njit(cache=True, inline="always")
+def _weight_or_floor(weights, indices, start, end, t):
+    """Weight of the row's t-th label, or -inf past the row's end (always a valid read: no branch)."""
+    w = weights[indices[min(start + t, end - 1)]]
+    return w if start + t < end else -np.inf
 
 
 @njit(cache=True)
@@ -141,24 +149,44 @@ def _insert_largest(weights, indices, start, end, out) -> int:
 
 
 @njit(cache=True)
-def _largest_weights(weights, indices, start, end, out, small) -> int:
-    """Largest ``len(out)`` weights of a row's true labels into ``out``, descending; returns their number.
+def _largest_weights(weights, indices, start, end, out) -> int:
+    """Largest ``len(out)`` weights of a row's true labels (at least one) into ``out``, descending.
 
-    Short rows (the common case) go through a sorting network in the 8-slot scratch ``small``: the
-    branchy insertion sort mispredicts on random weights and used to cost as much as the whole P@k pass.
+    Returns their number, min(len(out), end - start). Rows of up to 8 labels (the common case) go through
+    a sorting network: the branchy insertion sort mispredicts on random weights and cost as much as the
+    whole P@k pass; the network leaves little beyond the unavoidable random reads of the weights.
     """
     n_true = end - start
     if n_true > NETWORK_SIZE:
         return _insert_largest(weights, indices, start, end, out)
-    for t in range(NETWORK_SIZE):
-        small[t] = -np.inf
-    for t in range(n_true):
-        small[t] = weights[indices[start + t]]
-    _sort8_descending(small)
-    n_best = min(n_true, out.shape[0])
-    for r in range(n_best):
-        out[r] = small[r]
-    return n_best
+    v0, v1, v2, v3, v4, v5, v6, v7 = _sort8_descending(
+        _weight_or_floor(weights, indices, start, end, 0),
+        _weight_or_floor(weights, indices, start, end, 1),
+        _weight_or_floor(weights, indices, start, end, 2),
+        _weight_or_floor(weights, indices, start, end, 3),
+        _weight_or_floor(weights, indices, start, end, 4),
+        _weight_or_floor(weights, indices, start, end, 5),
+        _weight_or_floor(weights, indices, start, end, 6),
+        _weight_or_floor(weights, indices, start, end, 7),
+    )
+    cap = out.shape[0]
+    if cap > 0:
+        out[0] = v0
+    if cap > 1:
+        out[1] = v1
+    if cap > 2:
+        out[2] = v2
+    if cap > 3:
+        out[3] = v3
+    if cap > 4:
+        out[4] = v4
+    if cap > 5:
+        out[5] = v5
+    if cap > 6:
+        out[6] = v6
+    if cap > 7:
+        out[7] = v7
+    return min(n_true, cap)
 
 
 @njit(cache=True)
@@ -245,7 +273,6 @@ def _sum_rows(topk, indptr, indices, k_max, inv_prop, use_ps, lo, hi, hits, reca
     """Add rows lo..hi-1 into one chunk's tables (see ``rank_sums_kernel`` for their meaning)."""
     scan = min(k_max, topk.shape[1])  # ranks beyond the width are missing predictions: misses
     best = np.empty(k_max, dtype=np.float64)  # scratch, once per chunk rather than per row
-    small = np.empty(NETWORK_SIZE, dtype=np.float64)
     for i in range(lo, hi):
         start = indptr[i]
         end = indptr[i + 1]
@@ -254,6 +281,12 @@ def _sum_rows(topk, indptr, indices, k_max, inv_prop, use_ps, lo, hi, hits, reca
             continue  # convention (c): counted in n by the caller, contributes 0 everywhere
         m = min(n_true, k_max)
         inv_n_true = 1.0 / n_true
+        if use_ps:
+            # First, so that the weights of this row's hits, read below, are already in cache: the weight
+            # array is megabytes and these random reads are the slowest part of the whole pass.
+            n_best = _largest_weights(inv_prop, indices, start, end, best)
+            for r in range(n_best):
+                ps_best[r, m] += best[r]
         if scan <= MASK_RANKS:
             if n_true <= LINEAR_ROW:
                 mask = _hit_mask_by_scan(topk, i, scan, indices, start, end)
@@ -276,10 +309,6 @@ def _sum_rows(topk, indptr, indices, k_max, inv_prop, use_ps, lo, hi, hits, reca
                     recall[r] += inv_n_true
                     if use_ps:
                         ps_hits[r, m] += inv_prop[label]
-        if use_ps:
-            n_best = _largest_weights(inv_prop, indices, start, end, best, small)
-            for r in range(n_best):
-                ps_best[r, m] += best[r]
 
 
 @njit(cache=True)

@@ -17,7 +17,8 @@ import resource
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
@@ -50,7 +51,9 @@ def bench_cluster(
         "depth": tree_depth(features.shape[0], leaf_size),
     }
     report["compile_seconds"] = _time(lambda: balanced_clusters(_tiny_features(), leaf_size=2, seed=seed))[0]
-    seconds, rss_increase, leaves = _measure(lambda: balanced_clusters(features, leaf_size=leaf_size, seed=seed))
+    seconds, rss_increase, leaves = _measure(
+        lambda: balanced_clusters(features, leaf_size=leaf_size, seed=seed)
+    )
     sizes = np.array([len(leaf) for leaf in leaves])
     report.update(
         seconds=seconds,
@@ -60,14 +63,18 @@ def bench_cluster(
         leaf_max=int(sizes.max()) if sizes.size else 0,
     )
     report["pecos"] = _bench_pecos(features, leaf_size, seed) if compare_pecos else None
-    if report["pecos"] is not None:
+    if report["pecos"] is not None and "seconds" in report["pecos"]:
         report["ratio_vs_pecos"] = seconds / report["pecos"]["seconds"]
     report["peak_rss_mb"] = _peak_rss_bytes() / 2**20
     return report
 
 
 def _bench_pecos(features: sparse.csr_matrix, leaf_size: int, seed: int) -> dict[str, Any] | None:
-    """PECOS's binary hierarchical k-means on the same features, or None if ``libpecos`` is not installed."""
+    """PECOS's binary hierarchical k-means on the same features, or None if ``libpecos`` is not installed.
+
+    libpecos 1.2.8 declares numpy < 2 and scipy < 1.14 and fails inside ``Indexer.gen`` on newer scipy
+    (``scipy.sparse.sputils`` is gone), so a failure is reported as ``{"error": ...}`` rather than raised.
+    """
     try:
         from pecos.xmc import Indexer
     except ImportError:
@@ -79,7 +86,10 @@ def _bench_pecos(features: sparse.csr_matrix, leaf_size: int, seed: int) -> dict
             threads=numba.get_num_threads(),
         )
 
-    seconds, rss_increase, chain = _measure(run)
+    try:
+        seconds, rss_increase, chain = _measure(run)
+    except Exception as error:  # an incompatible install; the benchmark of ours still stands
+        return {"error": f"{type(error).__name__}: {error}"}
     sizes = np.diff(chain[-1].indptr)  # the last chain level is the L x K label-to-leaf matrix (CSC)
     return {
         "seconds": seconds,
@@ -246,7 +256,9 @@ def format_bench(report: dict[str, Any]) -> str:
         f"{report['leaf_min']}-{report['leaf_max']} labels (depth {report['depth']})",
     ]
     pecos = report.get("pecos")
-    if pecos is not None:
+    if pecos is not None and "error" in pecos:
+        lines.append(f"  PECOS: failed ({pecos['error']})")
+    elif pecos is not None:
         lines.append(
             f"  PECOS: {pecos['seconds']:.1f}s, +{pecos['rss_increase_mb']:.0f} MiB resident, "
             f"{pecos['n_leaves']:,} leaves of {pecos['leaf_min']}-{pecos['leaf_max']} labels"

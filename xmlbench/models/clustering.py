@@ -46,9 +46,9 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numba
 import numpy as np
@@ -153,8 +153,11 @@ def balanced_clusters(
         raise UserError(f"max_iter must be at least 1, got {max_iter}")
     indptr, indices, data = _kernel_arrays(features)
     n_labels, vocab = features.shape
+    if n_labels == 0:
+        return []
     perm = np.arange(n_labels, dtype=np.int32)
-    bounds = np.array([0, n_labels], dtype=np.int64)  # node k of the current level is perm[bounds[k]:bounds[k+1]]
+    # node k of the current level is perm[bounds[k]:bounds[k + 1]]
+    bounds = np.array([0, n_labels], dtype=np.int64)
     rng = np.random.default_rng(seed)
     depth = tree_depth(n_labels, leaf_size)
     for level in range(depth):
@@ -200,24 +203,43 @@ def _split_level(
 ) -> np.ndarray:
     """Split every node ``perm[starts[k]:starts[k]+sizes[k]]`` in place; returns the iterations per node.
 
-    The nodes are dealt round-robin into a few chunks per thread, run on a thread pool (the kernels release
-    the GIL); a level with fewer than two nodes per thread parallelises inside each node instead. Python threads rather than ``numba.prange``: the same speed here, and compiling a parallel
-    kernel takes about a minute, which every cold cache (CI, a fresh checkout) would pay.
+    Runs numba kernels (which release the GIL) on a pool of Python threads, in parallel over nodes, or inside
+    each node when there are fewer than two nodes per thread (the top levels). Python threads rather than
+    ``numba.prange`` because compiling a parallel kernel takes about a minute, which every cold cache (CI, a
+    fresh checkout) would pay.
     """
     threads = _thread_count()
     iterations = np.zeros(len(starts), dtype=np.int32)
+    node_args = (indptr, indices, data, perm, starts, sizes, first_pick, second_draw, vocab, tol, max_iter)
     if threads > 1 and 2 * len(starts) <= threads:
-        # Too few nodes to keep the threads busy (the top levels): split them one after the other, each
-        # with its dot products spread over all threads.
-        centroids = np.zeros(2 * vocab, dtype=np.float32)
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for node, (start, size) in enumerate(zip(starts, sizes)):
-                iterations[node] = _split_node_threaded(
-                    pool, 4 * threads, indptr, indices, data, perm[start:start + size], int(first_pick[node]),
-                    float(second_draw[node]), centroids, tol, max_iter,
-                )
-        return iterations
+        _split_nodes_one_by_one(threads, *node_args, iterations)
+    else:
+        _split_nodes_in_parallel(threads, *node_args, iterations)
+    return iterations
 
+
+def _split_nodes_one_by_one(
+    threads: int, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, perm: np.ndarray,
+    starts: np.ndarray, sizes: np.ndarray, first_pick: np.ndarray, second_draw: np.ndarray, vocab: int,
+    tol: float, max_iter: int, iterations: np.ndarray,
+) -> None:
+    """Split the nodes one after the other, each with its dot products spread over all threads."""
+    centroids = np.zeros(2 * vocab, dtype=np.float32)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for node, (start, size) in enumerate(zip(starts, sizes)):
+            iterations[node] = _split_node_threaded(
+                pool, 4 * threads, indptr, indices, data, perm[start:start + size], int(first_pick[node]),
+                float(second_draw[node]), centroids, tol, max_iter,
+            )
+
+
+def _split_nodes_in_parallel(
+    threads: int, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, perm: np.ndarray,
+    starts: np.ndarray, sizes: np.ndarray, first_pick: np.ndarray, second_draw: np.ndarray, vocab: int,
+    tol: float, max_iter: int, iterations: np.ndarray,
+) -> None:
+    """Deal the nodes round-robin into a few chunks per thread (so uneven nodes balance out); each chunk is
+    one kernel call that splits its nodes one by one."""
     n_chunks = max(1, min(len(starts), 4 * threads))
 
     def run_chunk(chunk: int) -> None:
@@ -232,11 +254,10 @@ def _split_level(
     else:
         with ThreadPoolExecutor(max_workers=min(threads, n_chunks)) as pool:
             list(pool.map(run_chunk, range(n_chunks)))  # list() re-raises a failed chunk's exception
-    return iterations
 
 
 def _thread_count() -> int:
-    """Worker threads: numba's setting (``NUMBA_NUM_THREADS`` / ``numba.set_num_threads``), as for our kernels."""
+    """Worker threads: numba's setting (``NUMBA_NUM_THREADS`` or ``numba.set_num_threads``)."""
     return numba.get_num_threads()
 
 
@@ -460,7 +481,8 @@ def _kth_smallest(values, k):
     """The k-th smallest (0-based) of ``values``, which it reorders: Hoare's quickselect, median-of-3 pivot.
 
     Our own instead of ``np.partition``, whose numba implementation takes seconds to compile. Hoare's
-    partition stops on values equal to the pivot, so many ties (e.g. all-zero features) stay O(n log n) at worst.
+    partition stops on values equal to the pivot, so many ties (e.g. all-zero features) do not make it
+    quadratic.
     """
     low, high = 0, values.shape[0] - 1
     while low < high:

@@ -89,8 +89,10 @@ def train(model: Trainable, cfg, n_train: int, batches_for, run_dir: Path, seed:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     net = model.net.to(device)
-    optimizer = torch.optim.AdamW(model.param_groups(net), lr=cfg.lr, eps=1e-8)
+    optimizer = make_optimizer(model.param_groups(net), cfg.lr, device)
     trained = dist.wrap(net, device)  # DistributedDataParallel under torchrun, else the net itself
+    if cfg.compile:
+        trained = torch.compile(trained)
     precision = Precision(cfg.amp, device)
     swa = SWA()
     state = TrainState()
@@ -142,6 +144,11 @@ def train(model: Trainable, cfg, n_train: int, batches_for, run_dir: Path, seed:
         _checkpoint(run_dir, net, optimizer, swa, precision, state, model)
     history.close()
     return _finish(model, net, swa, state, run_dir)
+
+
+def make_optimizer(groups: list[dict], lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; on a GPU the fused kernel (one launch for all parameters instead of several per tensor)."""
+    return torch.optim.AdamW(groups, lr=lr, eps=1e-8, fused=device.type == "cuda")
 
 
 def epoch_batches(n_train: int, seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:

@@ -42,7 +42,8 @@ def bench_throughput(encoder: str = "bert-base-random", max_len: int = 512, mode
     enc = load_encoder(encoder, seed=0)
     clusters = random_clusters(n_labels, cfg.leaf_size) if mode == "clustered" else None
     net = LightXMLNet(enc.model, enc.hidden_size, enc.cls_position, n_labels, cfg, clusters).to(device)
-    optimizer = torch.optim.AdamW(loop.make_param_groups(list(net.named_parameters()), cfg.lr, 0.01), lr=cfg.lr)
+    optimizer = loop.make_optimizer(loop.make_param_groups(list(net.named_parameters()), cfg.lr, 0.01), cfg.lr,
+                                    device)
     precision = loop.Precision(amp, device)
     gen = torch.Generator().manual_seed(0)
     vocab = enc.model.config.vocab_size

@@ -6,7 +6,8 @@ is a user error that lists the known names.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from xmlbench.errors import UserError
 

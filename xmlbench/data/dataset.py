@@ -8,9 +8,9 @@ ids; a model simply has no training signal for them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -43,7 +43,7 @@ class Split:
             raise UserError(f"the {self.name} split has no texts (bag-of-words dataset); use a text model")
         return self.texts.iter_lines(self.rows)
 
-    def subset(self, idx: np.ndarray, name: str | None = None) -> "Split":
+    def subset(self, idx: np.ndarray, name: str | None = None) -> Split:
         idx = np.asarray(idx, dtype=np.int64)
         return Split(
             name=name or self.name,

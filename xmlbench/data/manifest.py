@@ -7,12 +7,12 @@ LightXML regime (flat or clustered), the original hyper-parameters per encoder a
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xmlbench.errors import UserError
+import tomllib
+
 from xmlbench.registry import Registry
 
 

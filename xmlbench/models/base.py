@@ -7,9 +7,10 @@ test split, metrics, predictions and the run record. A model only fits, predicts
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class Model(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, folder: Path, dataset: Dataset) -> "Model":
+    def load(cls, folder: Path, dataset: Dataset) -> Model:
         ...
 
     def n_parameters(self) -> int:

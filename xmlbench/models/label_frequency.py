@@ -43,7 +43,7 @@ class LabelFrequency(Model):
         write_json(folder / "model.json", {"model": self.name, "config": to_dict(self.config)})
 
     @classmethod
-    def load(cls, folder: Path, dataset: Dataset) -> "LabelFrequency":
+    def load(cls, folder: Path, dataset: Dataset) -> LabelFrequency:
         meta = read_json(folder / "model.json")
         model = cls(from_dict(LabelFrequencyConfig, meta["config"]), dataset)
         with np.load(folder / "frequency.npz", allow_pickle=False) as z:

@@ -277,7 +277,12 @@ def _provisional_clusters(n_labels: int, leaf_size: int) -> tuple[np.ndarray, np
 
 def cluster_labels_for(ctx: FitContext, cfg: LightXMLConfig) -> tuple[np.ndarray, np.ndarray]:
     """LightXML's clustering of the training labels, cached per (train split, seed, leaf size)."""
-    from xmlbench.models.clustering import balanced_clusters, cached_clusters, clusters_to_arrays, label_features
+    from xmlbench.models.clustering import (
+        balanced_clusters,
+        cached_clusters,
+        clusters_to_arrays,
+        label_features,
+    )
     from xmlbench.models.features import fit_tfidf
 
     split_key = _split_key(ctx)

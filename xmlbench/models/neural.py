@@ -17,7 +17,7 @@ from torch import nn
 from xmlbench.config import from_dict, to_dict
 from xmlbench.data.dataset import Dataset, Split
 from xmlbench.errors import UserError
-from xmlbench.io import read_json, write_json
+from xmlbench.io import write_json
 from xmlbench.models.base import FitContext, Model
 from xmlbench.training import checkpoint as ckpt
 from xmlbench.training import distributed as dist
@@ -121,10 +121,17 @@ class NeuralModel(Model):
         return self._caches[key]
 
     def fit(self, ctx: FitContext) -> dict[str, Any]:
+        import time
+
+        stage_s: dict[str, float] = {}
         with dist.main_first():  # under torchrun, rank 0 fills the caches the other ranks then read
+            t0 = time.perf_counter()
             self.prepare(ctx)
+            stage_s["prepare"] = time.perf_counter() - t0  # e.g. label clustering
+            t0 = time.perf_counter()
             train_tokens = self.tokens(ctx.train, ctx.progress)
             select_tokens = self.tokens(ctx.select, ctx.progress) if ctx.select is not None else None
+            stage_s["tokenise"] = time.perf_counter() - t0
         if ctx.init_from is not None:
             self._load_weights_from(ctx.init_from)
 
@@ -143,8 +150,11 @@ class NeuralModel(Model):
         trainable = loop.Trainable(net=self.net, loss=self.loss, evaluate=evaluate,
                                    param_groups=self.param_groups,
                                    extra_state=lambda: {"config": json.dumps(self._config_dict())})
-        return loop.train(trainable, self.config, len(ctx.train), batches_for, ctx.run_dir, ctx.seed,
-                          ctx.resume, ctx.log, ctx.progress)
+        t0 = time.perf_counter()
+        selection = loop.train(trainable, self.config, len(ctx.train), batches_for, ctx.run_dir, ctx.seed,
+                               ctx.resume, ctx.log, ctx.progress)
+        stage_s["train"] = time.perf_counter() - t0
+        return {**selection, "stage_s": {k: round(v, 3) for k, v in stage_s.items()}}
 
     def predict(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         with dist.main_first():
@@ -220,11 +230,11 @@ class NeuralModel(Model):
         write_json(folder / "model.json", {"model": self.name, "config": to_dict(self.config)})
 
     @classmethod
-    def load(cls, folder: Path, dataset: Dataset) -> "NeuralModel":
+    def load(cls, folder: Path, dataset: Dataset) -> NeuralModel:
         return cls.from_checkpoint(folder / MODEL_FILE, dataset)
 
     @classmethod
-    def from_checkpoint(cls, path: Path, dataset: Dataset) -> "NeuralModel":
+    def from_checkpoint(cls, path: Path, dataset: Dataset) -> NeuralModel:
         """Rebuild the model from the checkpoint alone (plus the dataset it predicts)."""
         saved = ckpt.load(path)
         config_dict = json.loads(saved["config"])

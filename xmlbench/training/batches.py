@@ -21,11 +21,11 @@ class Batch:
     attention_mask: torch.Tensor  # (B, T) long
     positives: torch.Tensor  # (B, P) long, label ids padded with -1
 
-    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
         return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.input_ids, self.attention_mask,
                                                                            self.positives)))
 
-    def pin_memory(self) -> "Batch":  # called by DataLoader(pin_memory=True)
+    def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True)
         return Batch(self.input_ids.pin_memory(), self.attention_mask.pin_memory(), self.positives.pin_memory())
 
 

@@ -9,8 +9,9 @@ checkpoints, logs and records. A single process is simply world size 1: every he
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 
 from xmlbench.training import checkpoint as ckpt
 from xmlbench.training import distributed as dist
-from xmlbench.training.batches import Batch, chunk, epoch_order, loader
+from xmlbench.training.batches import Batch, chunk, epoch_order
 from xmlbench.training.swa import SWA
 
 CHECKPOINT = "checkpoint.pt"

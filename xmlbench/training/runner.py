@@ -118,7 +118,9 @@ def run(opts: RunOptions) -> dict[str, Any]:
         inv_propensity=ds.inv_propensity(),
     )
     with timer.stage("fit"):
-        selection = model.fit(ctx)
+        selection = dict(model.fit(ctx) or {})
+    for stage, seconds in selection.pop("stage_s", {}).items():  # what fit spent where
+        timer.seconds[f"fit.{stage}"] = seconds
     if main:
         with timer.stage("save"):
             model.save(run_dir / "model")

@@ -4,8 +4,8 @@ the averaged weights (swapped in, then swapped back so training continues on the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn

@@ -148,6 +148,12 @@ def test_b_missing_predictions_are_misses_and_p_divides_by_k():
     assert (got["P@1"], got["P@2"]) == (0.0, pytest.approx(50.0))
     got = evaluate(np.array([[7, 1, 2**31 - 1]]), truth, ks=(3,))  # ids >= L are misses
     assert got["P@3"] == pytest.approx(100 / 3)
+    got = evaluate(
+        np.array([[2**32 + 1, 1, -(2**40)]], dtype=np.int64), truth, ks=(3,)
+    )  # would wrap in int32
+    assert got["P@3"] == pytest.approx(100 / 3)
+    got = evaluate(np.array([[1, 0]], dtype=np.uint8), truth, ks=(1,))
+    assert got["P@1"] == pytest.approx(100.0)
 
 
 def test_c_empty_rows_count_in_the_average_and_score_zero():
@@ -247,7 +253,8 @@ def test_keys_order_and_propensity_keys():
 def test_precision_only_kernel_agrees_without_repeats():
     rng = np.random.default_rng(4)
     topk, truth, truth_rows, _ = random_case(4, n=200)
-    topk = np.array([rng.permutation(90)[:8] - 1 for _ in range(200)])  # no repeats, some -1 and >= L
+    # no repeats, some -1 and >= L; int32 like the benchmark (one compiled variant)
+    topk = np.array([rng.permutation(90)[:8] - 1 for _ in range(200)], dtype=np.int32)
     for k in (1, 5, 12):
         want = reference_metrics(topk, truth_rows, (k,))[f"P@{k}"]
         assert precision_only_kernel(topk, truth.indptr, truth.indices, k) == pytest.approx(want)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xmlbench.data.synth import PRESETS, SynthSpec, write_synthetic
+from xmlbench.data.synth import PRESETS, SynthSpec, _build_world, _seed_sequence, write_synthetic
 from xmlbench.errors import UserError
 
 FILES = ("train_texts.txt", "train_labels.txt", "test_texts.txt", "test_labels.txt")
@@ -80,15 +80,18 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tiny, tmp_path
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small"])
-def test_counts_format_and_alignment(preset, tiny, tmp_path):
-    out = tiny if preset == "tiny" else tmp_path
-    counts = write_synthetic(preset, out, seed=0, progress=False) if preset != "tiny" else None
+def test_counts_format_and_alignment(preset, tmp_path):
+    out = tmp_path
+    counts = write_synthetic(preset, out, seed=0, progress=False)
     spec = PRESETS.get(preset)
     meta = json.loads((out / "synth.json").read_text())
     assert meta["preset"] == preset and meta["seed"] == 0 and meta["spec"] == dataclasses.asdict(spec)
-    if counts is not None:
-        assert counts == meta["counts"]
-    counts = meta["counts"]
+    assert counts == meta["counts"]
+    assert (counts["n_train"], counts["n_test"], counts["n_labels"]) == (
+        spec.n_train,
+        spec.n_test,
+        spec.n_labels,
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted((*FILES, "synth.json"))  # no temp files left
 
     seen: set[str] = set()
@@ -117,6 +120,20 @@ def test_label_frequencies_have_a_head_and_a_long_tail(tiny, tmp_path):
     freq = np.sort(np.unique([x for ls in labels for x in ls], return_counts=True)[1])[::-1]
     assert freq[0] > 5 * np.median(freq)  # a few very frequent labels ...
     assert np.mean(freq < freq.mean()) > 0.6  # ... and most labels below the mean
+
+
+def test_labels_of_a_document_mostly_share_one_or_two_topics(tmp_path):
+    write_synthetic("small", tmp_path, seed=0, progress=False)
+    spec = PRESETS.get("small")
+    world_rng = np.random.default_rng(_seed_sequence("small", 0).spawn(3)[0])
+    label_topic = _build_world(spec, world_rng).label_topic  # the hidden topics, rebuilt from the seed
+    _, labels = read_split(tmp_path, "train")
+    shares = []
+    for names in labels:
+        per_topic = np.sort(np.bincount(label_topic[[int(n[1:]) for n in names]]))
+        shares.append(per_topic[-2:].sum() / len(names))
+    assert np.mean(shares) > 0.85
+    assert np.mean(np.array(shares) == 1.0) < 0.999  # but not always: some cross-topic labels
 
 
 def test_words_are_pronounceable_pseudo_words(tiny):

@@ -113,3 +113,17 @@ def test_topk_sparse_rows_matches_full_sort():
     got = topk_sparse_rows(indptr, cols[order], dense[rows, cols][order], k)
     assert_same(got, reference_topk(masked, k))
     assert (got[0][3] == -1).all()
+
+
+def test_other_dtypes_and_strided_blocks():
+    ints = np.array([[1, 3, 2], [0, 0, 5]])
+    assert topk_dense(ints, 2)[0].tolist() == [[1, 2], [2, 0]]
+    halves = np.array([[0.5, 0.25, 1.0]], dtype=np.float16)
+    assert topk_dense(halves, 2)[0].tolist() == [[2, 0]]
+    rng = np.random.default_rng(6)
+    scores = rng.random((30, 40))
+    assert_same(topk_dense(scores.T[:, ::2], 4), reference_topk(scores.T[:, ::2], 4))  # strided view
+    ids, vals = topk_sparse_rows(
+        np.array([0, 2, 3], dtype=np.int32), np.array([4, 1, 9], dtype=np.int64), np.array([0.5, 0.5, 2.0]), 2
+    )
+    assert ids.tolist() == [[1, 4], [9, -1]]

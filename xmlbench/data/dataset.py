@@ -106,7 +106,7 @@ def resolve_dataset_path(name_or_path: str) -> tuple[Path, DatasetInfo | None]:
 
     if name_or_path in PRESETS:
         folder = datasets_dir() / name_or_path
-        if not (folder / "synth.json").is_file():
+        if not _synthetic_is_current(folder, name_or_path):
             write_synthetic(name_or_path, folder, seed=0)
         return folder, None
     path = Path(name_or_path)
@@ -114,6 +114,20 @@ def resolve_dataset_path(name_or_path: str) -> tuple[Path, DatasetInfo | None]:
         return path, None
     known = ", ".join(DATASETS.names() + PRESETS.names())
     raise UserError(f"unknown dataset {name_or_path!r}: not a registered name nor a folder; known: {known}")
+
+
+def _synthetic_is_current(folder: Path, preset: str) -> bool:
+    """A generated folder is reused only if it was made from the preset as it is now (specs evolve)."""
+    import json
+
+    from xmlbench.config import to_dict
+    from xmlbench.data.synth import PRESETS
+
+    try:
+        meta = json.loads((folder / "synth.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return meta.get("seed") == 0 and meta.get("spec") == to_dict(PRESETS.get(preset))
 
 
 def _has_files(folder: Path) -> bool:

@@ -111,11 +111,13 @@ def evaluate(
     topk = _checked_topk(topk)
     truth = _canonical_csr(truth, topk.shape[0])
     n, n_labels = truth.shape
+    topk = _int32_ids(topk, n_labels)
+    indptr, indices = _int32_csr(truth)
     use_ps = inv_propensity is not None
     weights = _checked_weights(inv_propensity, n_labels) if use_ps else np.zeros(0, dtype=np.float64)
     k_max = k_list[-1]
-    sums = rank_sums(topk, truth.indptr, truth.indices, k_max, weights, use_ps)
-    values = metrics_from_rank_sums(*sums, np.asarray(k_list, dtype=np.int64), n)
+    sums = rank_sums(topk, indptr, indices, k_max, weights, use_ps)
+    values = metrics_from_rank_sums(*sums, k_list, n)
     names = [spec.name for _, spec in METRICS.items() if use_ps or not spec.needs_propensity]
     return {
         metric_key(name, k): 100.0 * float(values[FAMILY_ROW[name], j])
@@ -129,7 +131,7 @@ FAMILY_ROW = {"P": 0, "nDCG": 1, "R": 2, "PSP": 3, "PSnDCG": 4}
 
 
 def _checked_ks(ks: Iterable[int]) -> list[int]:
-    """Distinct positive ks in increasing order (the kernel records them as it walks the ranks)."""
+    """Distinct positive ks in increasing order (the last one is the deepest rank the kernel visits)."""
     try:
         k_list = sorted({int(k) for k in ks})
     except (TypeError, ValueError):
@@ -142,15 +144,35 @@ def _checked_ks(ks: Iterable[int]) -> list[int]:
 
 
 def _checked_topk(topk: np.ndarray) -> np.ndarray:
-    """A C-contiguous 2-D int32/int64 view of the predictions (a copy only when needed)."""
+    """The predictions as a 2-D integer array (UserError otherwise)."""
     topk = np.asarray(topk)
     if topk.ndim != 2:
         raise UserError(f"topk must be a 2-D (rows x k) array of label ids, got shape {topk.shape}")
-    if topk.dtype not in (np.int32, np.int64):
-        if not np.issubdtype(topk.dtype, np.integer):
-            raise UserError(f"topk must hold integer label ids, got dtype {topk.dtype}")
-        topk = topk.astype(np.int64)  # keep the kernel to two compiled variants
+    if not np.issubdtype(topk.dtype, np.integer):
+        raise UserError(f"topk must hold integer label ids, got dtype {topk.dtype}")
+    return topk
+
+
+# The kernel is compiled for int32 ids and CSR arrays only: every other dtype would be one more variant to
+# compile (seconds each) and to load in a fresh process. int32 inputs, the common case, are not copied.
+INT32_MAX = np.iinfo(np.int32).max
+
+
+def _int32_ids(topk: np.ndarray, n_labels: int) -> np.ndarray:
+    """C-contiguous int32 predictions; ids outside [0, L), misses anyway, become -1 (so none can wrap)."""
+    if topk.dtype != np.int32 and n_labels <= INT32_MAX:
+        topk = np.where((topk >= 0) & (topk < n_labels), topk, -1).astype(np.int32)
     return np.ascontiguousarray(topk)
+
+
+def _int32_csr(truth: scipy.sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr, indices) as int32 whenever they fit (scipy may hand out int64 for small matrices too)."""
+    indptr, indices = truth.indptr, truth.indices
+    if indices.dtype != np.int32 and truth.shape[1] <= INT32_MAX:
+        indices = indices.astype(np.int32)
+    if indptr.dtype != np.int32 and truth.nnz <= INT32_MAX:
+        indptr = indptr.astype(np.int32)
+    return indptr, indices
 
 
 def _canonical_csr(truth: scipy.sparse.spmatrix, n_rows: int) -> scipy.sparse.csr_matrix:

@@ -5,11 +5,15 @@
 ``evaluate`` chains the two. The conventions (repeats, missing predictions, empty rows, nDCG and propensity
 normalisation) are documented in :mod:`xmlbench.metrics`.
 
-Determinism: rows are cut into chunks whose size depends on n only, never on the thread count; each chunk
-sums its rows in order into its own slot and the slots are added in chunk order afterwards, so the result
-is bit-identical for 1, 2 or 64 threads.
+Speed, per row: the predictions are matched against the (sorted) true labels by comparing every pair into
+one bit mask (no data-dependent branches; binary search for rows of more than ``LINEAR_ROW`` labels); the
+best achievable propensity scores come from a sorting network over the row's weights, which a tight loop
+per chunk has gathered beforehand (the random reads into the megabytes of weights are the costly part).
+Together this runs at about the speed of the binary-search P@k yardstick ``precision_only_kernel``.
 
-``precision_only_kernel`` is the yardstick for the benchmark: the simplest parallel P@k there is.
+Determinism: rows are cut into chunks whose size depends on n and k_max only, never on the thread count;
+each chunk sums its rows in order into its own slot and the slots are added in chunk order afterwards, so
+the result is bit-identical for 1, 2 or 64 threads.
 """
 
 from __future__ import annotations
@@ -118,56 +122,55 @@ def _sort8_descending(v0, v1, v2, v3, v4, v5, v6, v7):
 
 
 @njit(cache=True, inline="always")
-def _weight_or_floor(weights, indices, start, end, t):
-    """Weight of the row's t-th label, or -inf past the row's end (always a valid read: no branch)."""
-    w = weights[indices[min(start + t, end - 1)]]
-    return w if start + t < end else -np.inf
+def _value_or_floor(values, start, end, t):
+    """values[start + t], or -inf past ``end`` (the read stays in bounds, so this needs no branch)."""
+    v = values[min(start + t, end - 1)]
+    return v if start + t < end else -np.inf
 
 
 @njit(cache=True)
-def _insert_largest(weights, indices, start, end, out) -> int:
-    """Largest ``len(out)`` values of ``weights[indices[start:end]]`` into ``out``, descending, by insertion.
+def _insert_largest(values, start, end, out) -> int:
+    """Largest ``len(out)`` of ``values[start:end]`` into ``out``, descending, by insertion.
 
     Returns how many were written, min(len(out), end - start).
     """
     cap = out.shape[0]
     filled = 0
     for t in range(start, end):
-        w = weights[indices[t]]
+        v = values[t]
         if filled == cap:
-            if w <= out[cap - 1]:
+            if v <= out[cap - 1]:
                 continue
             pos = cap - 1
         else:
             pos = filled
             filled += 1
-        while pos > 0 and out[pos - 1] < w:
+        while pos > 0 and out[pos - 1] < v:
             out[pos] = out[pos - 1]
             pos -= 1
-        out[pos] = w
+        out[pos] = v
     return filled
 
 
 @njit(cache=True)
-def _largest_weights(weights, indices, start, end, out) -> int:
-    """Largest ``len(out)`` weights of a row's true labels (at least one) into ``out``, descending.
+def _largest_values(values, start, end, out) -> int:
+    """Largest ``len(out)`` of ``values[start:end]`` (at least one) into ``out``, descending; their number.
 
-    Returns their number, min(len(out), end - start). Rows of up to 8 labels (the common case) go through
-    a sorting network: the branchy insertion sort mispredicts on random weights and cost as much as the
-    whole P@k pass; the network leaves little beyond the unavoidable random reads of the weights.
+    Up to 8 values (the common row) go through a sorting network: the branchy insertion sort mispredicts on
+    random weights and cost as much as the whole P@k pass.
     """
-    n_true = end - start
-    if n_true > NETWORK_SIZE:
-        return _insert_largest(weights, indices, start, end, out)
+    n = end - start
+    if n > NETWORK_SIZE:
+        return _insert_largest(values, start, end, out)
     v0, v1, v2, v3, v4, v5, v6, v7 = _sort8_descending(
-        _weight_or_floor(weights, indices, start, end, 0),
-        _weight_or_floor(weights, indices, start, end, 1),
-        _weight_or_floor(weights, indices, start, end, 2),
-        _weight_or_floor(weights, indices, start, end, 3),
-        _weight_or_floor(weights, indices, start, end, 4),
-        _weight_or_floor(weights, indices, start, end, 5),
-        _weight_or_floor(weights, indices, start, end, 6),
-        _weight_or_floor(weights, indices, start, end, 7),
+        _value_or_floor(values, start, end, 0),
+        _value_or_floor(values, start, end, 1),
+        _value_or_floor(values, start, end, 2),
+        _value_or_floor(values, start, end, 3),
+        _value_or_floor(values, start, end, 4),
+        _value_or_floor(values, start, end, 5),
+        _value_or_floor(values, start, end, 6),
+        _value_or_floor(values, start, end, 7),
     )
     cap = out.shape[0]
     if cap > 0:
@@ -186,18 +189,20 @@ def _largest_weights(weights, indices, start, end, out) -> int:
         out[6] = v6
     if cap > 7:
         out[7] = v7
-    return min(n_true, cap)
+    return min(n, cap)
 
 
 @njit(cache=True)
-def _discounts(k_max):
-    """discount[r] = 1 / log2(r + 2), the DCG weight of 0-based rank r; ideal[m] = sum_{r<m} discount[r]."""
-    discount = np.empty(k_max, dtype=np.float64)
-    ideal = np.zeros(k_max + 1, dtype=np.float64)
-    for r in range(k_max):
-        discount[r] = 1.0 / np.log2(r + 2.0)
-        ideal[r + 1] = ideal[r] + discount[r]
-    return discount, ideal
+def _gather(weights, indices, start, end):
+    """weights[indices[start:end]] as a new array.
+
+    One tight loop keeps many of these random reads in flight at once; spread over the row loop, each
+    row waited for its own, and the reads into the megabytes of weights were the slowest part of the pass.
+    """
+    out = np.empty(end - start, dtype=np.float64)
+    for t in range(start, end):
+        out[t - start] = weights[indices[t]]
+    return out
 
 
 @njit(cache=True)
@@ -247,7 +252,7 @@ def rank_sums_kernel(topk, indptr, indices, k_max, inv_prop, use_ps):
             k_max,
             inv_prop,
             use_ps,
-            c * chunk,
+            min(n, c * chunk),
             min(n, (c + 1) * chunk),
             hits[c],
             recall[c],
@@ -273,6 +278,9 @@ def _sum_rows(topk, indptr, indices, k_max, inv_prop, use_ps, lo, hi, hits, reca
     """Add rows lo..hi-1 into one chunk's tables (see ``rank_sums_kernel`` for their meaning)."""
     scan = min(k_max, topk.shape[1])  # ranks beyond the width are missing predictions: misses
     best = np.empty(k_max, dtype=np.float64)  # scratch, once per chunk rather than per row
+    base = indptr[lo]
+    # Weights of the chunk's true labels, row after row (true_w[t - base] belongs to indices[t]).
+    true_w = _gather(inv_prop, indices, base, indptr[hi]) if use_ps else np.empty(0, dtype=np.float64)
     for i in range(lo, hi):
         start = indptr[i]
         end = indptr[i + 1]
@@ -280,35 +288,42 @@ def _sum_rows(topk, indptr, indices, k_max, inv_prop, use_ps, lo, hi, hits, reca
         if n_true == 0:
             continue  # convention (c): counted in n by the caller, contributes 0 everywhere
         m = min(n_true, k_max)
-        inv_n_true = 1.0 / n_true
         if use_ps:
-            # First, so that the weights of this row's hits, read below, are already in cache: the weight
-            # array is megabytes and these random reads are the slowest part of the whole pass.
-            n_best = _largest_weights(inv_prop, indices, start, end, best)
+            n_best = _largest_values(true_w, start - base, end - base, best)
             for r in range(n_best):
                 ps_best[r, m] += best[r]
-        if scan <= MASK_RANKS:
-            if n_true <= LINEAR_ROW:
-                mask = _hit_mask_by_scan(topk, i, scan, indices, start, end)
-            else:
-                mask = _hit_mask_by_search(topk, i, scan, indices, start, end)
-            r = 0
-            while mask != 0:  # visits ranks up to the last hit only
-                if mask & 1:
-                    hits[r, m] += 1.0
-                    recall[r] += inv_n_true
-                    if use_ps:
-                        ps_hits[r, m] += inv_prop[topk[i, r]]
-                mask >>= 1
-                r += 1
-        else:  # k > 63: no bit mask, test rank by rank
-            for r in range(scan):
-                label = topk[i, r]
-                if _in_sorted_row(indices, start, end, label) and not _repeats_earlier(topk, i, r, label):
-                    hits[r, m] += 1.0
-                    recall[r] += inv_n_true
-                    if use_ps:
-                        ps_hits[r, m] += inv_prop[label]
+        if scan > MASK_RANKS:
+            _add_hits_by_rank(topk, i, scan, indices, start, end, inv_prop, use_ps, m, hits, recall, ps_hits)
+            continue
+        # Inline rather than a helper: numba passes every array as ~7 scalars, and a call per row
+        # with a dozen arrays measurably slowed the whole pass.
+        if n_true <= LINEAR_ROW:
+            mask = _hit_mask_by_scan(topk, i, scan, indices, start, end)
+        else:
+            mask = _hit_mask_by_search(topk, i, scan, indices, start, end)
+        inv_n_true = 1.0 / n_true
+        r = 0
+        while mask != 0:  # visits ranks up to the last hit only
+            if mask & 1:
+                hits[r, m] += 1.0
+                recall[r] += inv_n_true
+                if use_ps:
+                    ps_hits[r, m] += inv_prop[topk[i, r]]
+            mask >>= 1
+            r += 1
+
+
+@njit(cache=True)
+def _add_hits_by_rank(topk, i, scan, indices, start, end, inv_prop, use_ps, m, hits, recall, ps_hits):
+    """Row i's hits into the tables, rank by rank: for k > 63, where no bit mask is wide enough."""
+    inv_n_true = 1.0 / (end - start)
+    for r in range(scan):
+        label = topk[i, r]
+        if _in_sorted_row(indices, start, end, label) and not _repeats_earlier(topk, i, r, label):
+            hits[r, m] += 1.0
+            recall[r] += inv_n_true
+            if use_ps:
+                ps_hits[r, m] += inv_prop[label]
 
 
 @njit(cache=True)
@@ -320,46 +335,32 @@ def _sum_in_order(parts):
     return total
 
 
-@njit(cache=True)
-def metrics_from_rank_sums(hits, recall, ps_hits, ps_best, ks, n_rows):
+def metrics_from_rank_sums(hits, recall, ps_hits, ps_best, ks, n_rows: int) -> np.ndarray:
     """Metric values (fractions, not percent) as a (5, len(ks)) array: P, nDCG, R, PSP, PSnDCG rows.
 
-    With d_r = 1/log2(r+2), I(m) = sum_{r<m} d_r and m = min(|y|, k_max):
-      P@k = sum_{r<k} sum_m hits[r,m] / (n k)      nDCG@k = sum_{r<k} sum_m hits[r,m] d_r / I(min(k,m)) / n
+    Plain numpy on a few k_max^2 numbers (one numba function fewer to load in a fresh process). With
+    d_r = 1/log2(r+2), I(m) = sum_{r<m} d_r and m = min(|y|, k_max):
+      P@k = sum_{r<k,m} hits[r,m] / (n k)          nDCG@k = sum_{r<k,m} hits[r,m] d_r / I(min(k,m)) / n
       R@k = sum_{r<k} recall[r] / n                PSP@k = sum_{r<k,m} ps_hits / sum_{r<k,m} ps_best
-      PSnDCG@k = sum_{r<k,m} ps_hits d_r / I(min(k,m))  /  same with ps_best
+      PSnDCG@k = sum_{r<k,m} ps_hits d_r / I(min(k,m))  /  the same with ps_best
     A zero denominator (no rows, no true labels) gives 0.
     """
     k_max = hits.shape[0]
-    discount, ideal = _discounts(k_max)
-    out = np.zeros((5, ks.shape[0]), dtype=np.float64)
-    for j in range(ks.shape[0]):
-        k = ks[j]
-        n_hits = 0.0
-        ndcg = 0.0
-        rec = 0.0
-        psp_num = 0.0
-        psp_den = 0.0
-        psn_num = 0.0
-        psn_den = 0.0
-        for r in range(k):
-            rec += recall[r]
-            for m in range(1, k_max + 1):
-                scale = discount[r] / ideal[min(k, m)]
-                n_hits += hits[r, m]
-                ndcg += hits[r, m] * scale
-                psp_num += ps_hits[r, m]
-                psp_den += ps_best[r, m]
-                psn_num += ps_hits[r, m] * scale
-                psn_den += ps_best[r, m] * scale
+    discount = 1.0 / np.log2(np.arange(k_max) + 2.0)
+    ideal = np.concatenate([[0.0], np.cumsum(discount)])  # ideal[m] = I(m)
+    m = np.arange(k_max + 1)
+    out = np.zeros((5, len(ks)), dtype=np.float64)
+    for j, k in enumerate(ks):
+        with np.errstate(divide="ignore", invalid="ignore"):  # column m = 0 is always empty
+            scale = np.nan_to_num(discount[:k, None] / ideal[np.minimum(k, m)][None, :], posinf=0.0)
+        psp_den = ps_best[:k].sum()
+        psn_den = (ps_best[:k] * scale).sum()
         if n_rows > 0:
-            out[0, j] = n_hits / (n_rows * k)
-            out[1, j] = ndcg / n_rows
-            out[2, j] = rec / n_rows
-        if psp_den > 0:
-            out[3, j] = psp_num / psp_den
-        if psn_den > 0:
-            out[4, j] = psn_num / psn_den
+            out[0, j] = hits[:k].sum() / (n_rows * k)
+            out[1, j] = (hits[:k] * scale).sum() / n_rows
+            out[2, j] = recall[:k].sum() / n_rows
+        out[3, j] = ps_hits[:k].sum() / psp_den if psp_den > 0 else 0.0
+        out[4, j] = (ps_hits[:k] * scale).sum() / psn_den if psn_den > 0 else 0.0
     return out
 
 

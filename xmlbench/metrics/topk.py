@@ -113,9 +113,7 @@ class TopKAccumulator:
         n_block, n_cols = scores.shape
         if row_start < 0 or row_start + n_block > self.n_rows:
             raise ValueError(f"block rows {row_start}..{row_start + n_block} outside 0..{self.n_rows}")
-        if not np.issubdtype(scores.dtype, np.floating):
-            scores = scores.astype(np.float32)
-        scores = np.ascontiguousarray(scores)  # strided views would be one more compiled variant
+        scores = _float_scores(scores)
         cols = self._default_cols(n_cols) if col_ids is None else _checked_col_ids(col_ids, n_cols)
         if n_block and n_cols:
             _merge_block(self._ids, self._scores, row_start, scores, cols)
@@ -165,9 +163,17 @@ def topk_sparse_rows(
         raise ValueError("topk_sparse_rows needs CSR arrays: indptr (n+1), indices and data (indptr[-1])")
     if indices.size and (indices.min() < 0 or indices.max() > np.iinfo(np.int32).max):
         raise ValueError("topk_sparse_rows: candidate ids must be in [0, 2**31) (-1 marks an empty slot)")
-    if not np.issubdtype(data.dtype, np.floating):
-        data = data.astype(np.float32)
     ids, scores = _empty_topk(indptr.size - 1, k)
     if indices.size:
-        _merge_ragged(ids, scores, indptr, indices, data)
+        # Fixed dtypes keep numba to few compiled variants; the copies are small next to the selection.
+        indptr = indptr.astype(np.int64, copy=False)
+        indices = np.ascontiguousarray(indices, dtype=np.int32)
+        _merge_ragged(ids, scores, indptr, indices, _float_scores(data))
     return ids, scores
+
+
+def _float_scores(scores: np.ndarray) -> np.ndarray:
+    """Scores as a C-contiguous float32 or float64 array (a copy only for other dtypes or strided views)."""
+    if scores.dtype not in (np.float32, np.float64):
+        scores = scores.astype(np.float32)
+    return np.ascontiguousarray(scores)

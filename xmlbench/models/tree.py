@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ MODE_DEFAULTS = {
 class TreeConfig:
     mode: Literal["parabel", "bonsai"] = "parabel"
     n_trees: int = 3
-    # unigrams, capped: keeps the 490k x 670k-label Amazon-scale problem well inside 24 GB
+    # unigrams, capped at 200k: synth-amazon670k (441k docs, 670k labels, 3 trees) peaked at 19 GB;
+    # n_trees = 1 needs about a third of the model memory
     ngram_max: int = 1
     min_df: int = 2
     max_features: int = 200_000
@@ -93,10 +95,11 @@ class Tree(Model):
         params = hyper_params(cfg)
         ctx.log(f"tree: training {cfg.mode} ({cfg.n_trees} trees) with {cfg.n_threads} threads")
         try:
-            with quiet_native_output(lambda line: ctx.log(f"omikuji: {line}")):
+            with quiet_native_output(lambda line: ctx.log(f"omikuji: {line}"), progress_every_s=60):
                 self.forest = omikuji.Model.train_on_data(str(data_path), params, n_threads=cfg.n_threads)
         finally:
             data_path.unlink(missing_ok=True)
+        self.forest.init_prediction_thread_pool(cfg.n_threads)  # else omikuji takes every core
         return {}
 
     def predict(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -214,37 +217,42 @@ def _progress_bar(n: int, progress: bool):
 
 
 RUST_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\S+ +(INFO|WARN|ERROR) +\[[^\]]*\] (.*)$")
+PROGRESS_BAR = re.compile(r"^\s*([A-Za-z]*)\s*(\d+) / (\d+) \[")  # pbr's "Labels 30 / 90 [===>--]"
 
 
 @contextmanager
-def quiet_native_output(log: Callable[[str], None], echo: bool = True) -> Iterator[None]:
-    """Filter what omikuji's Rust code prints while it runs: fd 2 is muted, fd 1 goes through a pipe.
+def quiet_native_output(log: Callable[[str], None], echo: bool = True,
+                        progress_every_s: float = 0.0) -> Iterator[None]:
+    """Filter what omikuji's Rust code prints while it runs: fds 1 and 2 go through pipes.
 
-    Omikuji redraws a progress bar on stderr for every example and label (hundreds of MB at Amazon-670K
-    scale), and writes its log lines to stdout. The bars are dropped; the log lines are passed to ``log``
-    and, with ``echo``, shown on the real stderr beside the runner's own log lines.
+    Omikuji writes its log lines to stdout and redraws a progress bar on stderr for every example, label
+    and tree node (hundreds of MB at Amazon-670K scale). Log lines are passed to ``log`` and, with
+    ``echo``, shown on the real stderr beside the runner's own lines; of the bars, only the latest state
+    is logged, every ``progress_every_s`` seconds (0: never), so a long fit shows that it is moving.
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    read_fd, write_fd = os.pipe()
-    os.dup2(devnull, 2)
-    os.dup2(write_fd, 1)
-    os.close(devnull)
-    os.close(write_fd)
-    terminal = saved_err if echo else -1
-    forwarder = threading.Thread(target=_forward_log_lines, args=(read_fd, log, terminal), daemon=True)
-    forwarder.start()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    terminal = saved[2] if echo else -1
+    readers, threads = [], []
+    for fd, target, extra in ((1, _forward_log_lines, ()), (2, _forward_progress, (progress_every_s,))):
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, fd)
+        os.close(write_fd)
+        readers.append(read_fd)
+        threads.append(threading.Thread(target=target, args=(read_fd, log, terminal, *extra), daemon=True))
+    for t in threads:
+        t.start()
     try:
         yield
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved_out, 1)  # drops the pipe's last write end: the forwarder sees end-of-file
-        os.dup2(saved_err, 2)
-        forwarder.join()
-        for fd in (read_fd, saved_out, saved_err):
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)  # drops each pipe's last write end: its reader sees end-of-file
+        for t in threads:
+            t.join()
+        for fd in (*readers, *saved.values()):
             os.close(fd)
 
 
@@ -255,13 +263,33 @@ def _forward_log_lines(read_fd: int, log: Callable[[str], None], terminal_fd: in
         *lines, pending = (pending + chunk).split(b"\n")
         for raw in lines:
             match = RUST_LOG_LINE.match(raw.decode("utf-8", "replace").strip())
-            if not match:
-                continue
-            level, message = match.groups()
-            message = message if level == "INFO" else f"{level} {message}"
-            log(message)
-            if terminal_fd >= 0:
-                os.write(terminal_fd, f"omikuji: {message}\n".encode())
+            if match:
+                level, message = match.groups()
+                _emit(message if level == "INFO" else f"{level} {message}", log, terminal_fd)
+
+
+def _forward_progress(read_fd: int, log: Callable[[str], None], terminal_fd: int, every_s: float) -> None:
+    """Drain the progress bars; log the latest one every ``every_s`` seconds. Whatever else reaches fd 2
+    meanwhile (the echo of ``log`` itself) is dropped, which is what keeps it from looping back."""
+    pending = b""
+    last = time.monotonic()
+    while chunk := os.read(read_fd, 1 << 16):
+        *segments, pending = re.split(rb"[\r\n]", pending + chunk)
+        if not every_s or time.monotonic() - last < every_s:
+            continue
+        for raw in reversed(segments):
+            match = PROGRESS_BAR.match(raw.decode("utf-8", "replace"))
+            if match:
+                what, done, total = match.groups()
+                _emit(f"{what or 'progress'} {int(done):,} / {int(total):,}", log, terminal_fd)
+                last = time.monotonic()
+                break
+
+
+def _emit(message: str, log: Callable[[str], None], terminal_fd: int) -> None:
+    log(message)
+    if terminal_fd >= 0:
+        os.write(terminal_fd, f"omikuji: {message}\n".encode())
 
 
 def _omikuji_version() -> str:

@@ -69,6 +69,23 @@ def bench_cluster(
     return report
 
 
+def bench_cluster_dataset(dataset: str = "synth-amazon670k", leaf_size: int = 100, seed: int = 0,
+                          max_features: int = 200_000) -> dict[str, Any]:
+    """``xmlbench bench cluster DATASET``: LightXML's label features from the training texts (TF-IDF,
+    normalize(Y^T X)), then the clustering benchmark on them, with the time of each step."""
+    from xmlbench.data.dataset import open_dataset
+    from xmlbench.models.clustering import label_features
+    from xmlbench.models.features import fit_tfidf
+
+    ds = open_dataset(dataset, progress=True)
+    tfidf_seconds, (_, X) = _time(lambda: fit_tfidf(ds.train, max_features=max_features))
+    feature_seconds, features = _time(lambda: label_features(X, ds.train.labels))
+    del X
+    report = bench_cluster(features, leaf_size=leaf_size, seed=seed)
+    report.update(dataset=ds.name, tfidf_seconds=tfidf_seconds, label_feature_seconds=feature_seconds)
+    return report
+
+
 def _bench_pecos(features: sparse.csr_matrix, leaf_size: int, seed: int) -> dict[str, Any] | None:
     """PECOS's binary hierarchical k-means on the same features, or None if ``libpecos`` is not installed.
 

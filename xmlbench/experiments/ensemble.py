@@ -69,6 +69,7 @@ def ensemble_runs(run_dirs: list[Path], out: Path, command: str = "") -> dict:
         "selection": {"split": selections[0] if len(selections) == 1 else "mixed"},
         "metrics": {"test": metrics},
         "n_parameters": sum(r.get("n_parameters", 0) for r in records),
+        "model_details": first.get("model_details", {}),
         "timing_s": {"fit": sum(r["timing_s"].get("fit", 0) for r in records)},
         "peak_rss_mb": max(r.get("peak_rss_mb", 0) for r in records),
         "code": rec.code_version(),

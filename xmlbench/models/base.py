@@ -65,6 +65,10 @@ class Model(ABC):
     def n_parameters(self) -> int:
         return 0
 
+    def details(self) -> dict[str, Any]:
+        """Resolved facts that name the system in tables (e.g. LightXML's regime)."""
+        return {}
+
 
 @dataclass(frozen=True)
 class ModelEntry:

@@ -237,6 +237,9 @@ class LightXML(NeuralModel):
         self.net = rebuilt
         self.clusters = (label_to_cluster, cluster_labels)
 
+    def details(self) -> dict[str, Any]:
+        return {"mode": self.mode}
+
     def hierarchy(self) -> dict[str, Any]:
         h: dict[str, Any] = {"label_names": list(self.dataset.label_names), "mode": self.mode}
         if self.clusters is not None:

@@ -85,6 +85,9 @@ def system_name(record: dict[str, Any]) -> str:
     encoder = record.get("encoder")
     if encoder:
         name += f" ({Path(str(encoder)).name})"  # a local folder or hub id reads best by its last part
+    mode = (record.get("model_details") or {}).get("mode")
+    if mode:
+        name += f" [{mode}]"  # flat and clustered LightXML are different systems
     variants = record.get("variants") or []
     if variants:
         name += " +" + "+".join(variants)

@@ -158,6 +158,7 @@ def run(opts: RunOptions) -> dict[str, Any]:
         "selection": {"split": select_name if select is not None else "none", **(selection or {})},
         "metrics": metrics,
         "n_parameters": model.n_parameters(),
+        "model_details": model.details(),
         "timing_s": {k: round(v, 3) for k, v in timer.seconds.items()},
         "peak_rss_mb": round(rec.peak_rss_mb(), 1),
         "code": rec.code_version(),

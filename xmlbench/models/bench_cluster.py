@@ -78,9 +78,9 @@ def bench_cluster_dataset(dataset: str = "synth-amazon670k", leaf_size: int = 10
     from xmlbench.models.features import fit_tfidf
 
     ds = open_dataset(dataset, progress=True)
-    tfidf_seconds, (_, X) = _time(lambda: fit_tfidf(ds.train, max_features=max_features))
-    feature_seconds, features = _time(lambda: label_features(X, ds.train.labels))
-    del X
+    tfidf_seconds, (_, docs) = _time(lambda: fit_tfidf(ds.train, max_features=max_features))
+    feature_seconds, features = _time(lambda: label_features(docs, ds.train.labels))
+    docs = None  # the document matrix is not needed for the clustering itself; free it first
     report = bench_cluster(features, leaf_size=leaf_size, seed=seed)
     report.update(dataset=ds.name, tfidf_seconds=tfidf_seconds, label_feature_seconds=feature_seconds)
     return report

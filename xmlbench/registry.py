@@ -6,7 +6,7 @@ is a user error that lists the known names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from xmlbench.errors import UserError
@@ -55,5 +55,3 @@ class Registry(Generic[T]):
     def items(self) -> Iterator[tuple[str, T]]:
         return iter(self._items.items())
 
-
-Factory = Callable[..., T]

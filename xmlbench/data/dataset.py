@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from xmlbench.data.manifest import DATASETS, DatasetInfo, datasets_dir
-from xmlbench.data.readers import LabelVocab, TextLines, read_bow, read_label_lines, scan_lines
+from xmlbench.data.readers import LabelRows, LabelVocab, TextLines, read_bow, read_label_lines, scan_lines
 from xmlbench.errors import UserError
 
 
@@ -157,7 +157,7 @@ def _open_text(path: Path, name: str, info: DatasetInfo | None, progress: bool) 
     if not path.is_dir():
         raise UserError(f"{path}: dataset folder not found")
     vocab = LabelVocab()
-    splits: dict[str, Split] = {}
+    lines: dict[str, tuple[TextLines, LabelRows]] = {}  # split -> (texts, label rows)
     digests = []
     for split in ("train", "valid", "test"):
         texts_path = _find(path, split, "texts", required=split != "valid")
@@ -173,12 +173,11 @@ def _open_text(path: Path, name: str, info: DatasetInfo | None, progress: bool) 
                 "texts and labels must be line-aligned"
             )
         texts.offsets = texts.offsets[: len(labels) + 1]
-        splits[split] = Split(split, labels=None, texts=texts)  # labels built once the vocab is complete
-        splits[split]._label_rows = labels  # type: ignore[attr-defined]
+        lines[split] = (texts, labels)
         digests += [texts.digest, labels.digest]
-    for s in splits.values():
-        s.labels = s._label_rows.to_csr(len(vocab))  # type: ignore[attr-defined]
-        del s._label_rows  # type: ignore[attr-defined]
+    # CSR matrices only once every split is read: test-only labels widen the vocabulary.
+    splits = {name: Split(name, labels=rows.to_csr(len(vocab)), texts=texts)
+              for name, (texts, rows) in lines.items()}
     return Dataset(
         name=name,
         path=path,

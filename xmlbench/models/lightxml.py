@@ -26,7 +26,6 @@ from torch import nn
 
 from xmlbench.data.dataset import Dataset
 from xmlbench.encoders import layer_stack
-from xmlbench.errors import UserError
 from xmlbench.models import variants as V
 from xmlbench.models.base import FitContext
 from xmlbench.models.neural import NeuralConfig, NeuralModel, cache_dir
@@ -224,8 +223,7 @@ class LightXML(NeuralModel):
         self._set_clusters(*self.clusters)
 
     def _set_clusters(self, label_to_cluster: np.ndarray, cluster_labels: np.ndarray) -> None:
-        net = self.net
-        state_before = {k: v for k, v in net.state_dict().items()}
+        state_before = self.net.state_dict()
         rebuilt = LightXMLNet(self.encoder.model, self.encoder.hidden_size, self.encoder.cls_position,
                               self.n_labels, self.config, (label_to_cluster, cluster_labels))
         # Keep every already-initialised weight whose shape did not change (the encoder, bottleneck,
@@ -319,10 +317,7 @@ def default_preset(ds: Dataset, encoder: str) -> dict[str, Any]:
     out: dict[str, Any] = {"encoder": encoder}
     table = ds.info.lightxml if ds.info is not None else {}
     if table:
-        row = table.get(encoder) or table.get("bert-base", {})
-        out.update({k: v for k, v in row.items() if k != "eval_every"})
-        if "eval_every" in row:
-            out["eval_every"] = row["eval_every"]
+        out.update(table.get(encoder) or table.get("bert-base", {}))
     return out
 
 
@@ -345,6 +340,3 @@ def smoke_preset(ds: Dataset, encoder: str) -> dict[str, Any]:
         "max_steps": 600,
     }
 
-
-def refuse(msg: str) -> None:
-    raise UserError(msg)

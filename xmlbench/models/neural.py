@@ -54,6 +54,12 @@ class NeuralConfig:
     encoder_dropout: float = -1.0  # dropout inside the encoder; negative keeps the encoder's own
 
 
+def net_state(saved: dict[str, Any]) -> dict[str, Any]:
+    """The net's full state dict from a checkpoint's encoder and classifier parts (the seed's schema)."""
+    return {**{f"encoder.{k}": v for k, v in saved["encoder_state_dict"].items()},
+            **saved["classifier_state_dict"]}
+
+
 def cache_dir() -> Path:
     env = os.environ.get("XMLBENCH_CACHE")
     if env:
@@ -242,9 +248,7 @@ class NeuralModel(Model):
         config_dict.pop("encoder_config", None)
         model = cls(from_dict(cls.config_cls(), config_dict), dataset)
         model.load_hierarchy(saved["hierarchy"])
-        model.net.encoder.load_state_dict(saved["encoder_state_dict"])
-        model.net.load_state_dict({**{f"encoder.{k}": v for k, v in saved["encoder_state_dict"].items()},
-                                   **saved["classifier_state_dict"]})
+        model.net.load_state_dict(net_state(saved))
         model.net.eval()
         return model
 
@@ -257,9 +261,6 @@ class NeuralModel(Model):
         path = Path(run_dir) / "model" / MODEL_FILE if Path(run_dir).is_dir() else Path(run_dir)
         if not path.is_file():
             raise UserError(f"--init-from {run_dir}: no {MODEL_FILE} (or initial-weights file) found")
-        saved = ckpt.load(path)
-        state = {**{f"encoder.{k}": v for k, v in saved["encoder_state_dict"].items()},
-                 **saved["classifier_state_dict"]}
-        missing, unexpected = self.net.load_state_dict(state, strict=False)
+        _, unexpected = self.net.load_state_dict(net_state(ckpt.load(path)), strict=False)
         if unexpected:
             raise UserError(f"--init-from {run_dir}: weights do not fit this model ({unexpected[:3]} ...)")

@@ -55,7 +55,7 @@ class Trainable:
     loss: Callable[[nn.Module, Batch], torch.Tensor]  # training loss of a batch (net in train mode)
     evaluate: Callable[[], dict[str, float]]  # metrics on the selection split (net in eval mode)
     param_groups: Callable[[nn.Module], list[dict[str, Any]]]
-    extra_state: Callable[[], dict[str, Any]] = dict  # saved in checkpoints (e.g. the clusters)
+    extra_state: Callable[[], dict[str, Any]] = dict  # extra entries for checkpoints (the resolved config)
 
 
 def device_for(cfg) -> torch.device:
@@ -261,8 +261,3 @@ def make_param_groups(named: list[tuple[str, nn.Parameter]], lr: float, weight_d
     return [g for g in ({"params": decay, "weight_decay": weight_decay, "lr": lr},
                         {"params": rest, "weight_decay": 0.0, "lr": lr}) if g["params"]]
 
-
-def numpy_topk_concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 0), np.int32)
-    scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 0), np.float32)
-    return ids.astype(np.int32), scores.astype(np.float32)

@@ -22,7 +22,8 @@ def add_commands(sub) -> None:
     ab.add_argument("--mode", choices=["flat", "clustered"], help="run every arm in this mode")
     ab.add_argument("--root", help="results folder of the sweep (default results/DATASET/ablation-PRESET)")
     ab.add_argument("--print-commands", action="store_true", help="print one command per arm and exit")
-    ab.add_argument("--jobs", type=int, default=1, help="arms run in parallel locally")
+    ab.add_argument("--jobs", type=int, default=1,
+                    help="arms run in parallel locally (the cores are split between them)")
     ab.set_defaults(func=cmd_ablate, model="lightxml")
     add_ensemble_commands(sub)
     add_baseline_commands(sub)

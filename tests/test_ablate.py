@@ -1,0 +1,79 @@
+"""The ablation runner: which arms run in which mode, identical initial weights per seed, idempotence."""
+
+from __future__ import annotations
+
+import torch
+
+from xmlbench.experiments import ablate
+from xmlbench.experiments.ablate import base_of, plan_arms
+
+
+def test_flat_dataset_runs_clustered_only_variants_beside_a_clustered_base():
+    arms = {a.name: a for a in plan_arms("flat", None, ["se", "random-negatives"])}
+    assert set(arms) == {"base-flat", "base-clustered", "se", "random-negatives", "se+random-negatives"}
+    assert arms["se"].mode == "flat"
+    assert arms["random-negatives"].mode == arms["se+random-negatives"].mode == "clustered"
+    assert base_of(arms["random-negatives"], list(arms.values())) == "base-clustered"
+    assert base_of(arms["se"], list(arms.values())) == "base-flat"
+
+
+def test_forced_mode_gives_one_base_and_every_arm_in_that_mode():
+    arms = plan_arms("flat", "clustered", ["se", "loss-correction", "random-negatives", "doc-rep"])
+    assert [a.name for a in arms] == ["base", "se", "loss-correction", "random-negatives", "doc-rep", "all"]
+    assert {a.mode for a in arms} == {"clustered"}
+
+
+def test_parallel_jobs_split_the_cores_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    monkeypatch.setattr(ablate.os, "cpu_count", lambda: 8)
+    env = ablate.threads_per_job_env(4)
+    assert env["OMP_NUM_THREADS"] == env["NUMBA_NUM_THREADS"] == "2"  # numba's pool must not oversubscribe
+    assert ablate.threads_per_job_env(16)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    env = ablate.threads_per_job_env(4)
+    assert env["OMP_NUM_THREADS"] == env["NUMBA_NUM_THREADS"] == "3"
+
+
+def _template(dataset):
+    from xmlbench.config import parse_overrides
+    from xmlbench.training.runner import RunOptions
+
+    # lr 0: every arm's weights stay exactly where they started, so the saved models show the start.
+    over = parse_overrides(["max_len=16", "epochs=1", "max_steps=3", "batch_size=32", "hidden=16", "top_b=4",
+                            "leaf_size=8", "swa_warmup=-1", "checkpoint_every=2", "lr=0"])
+    return RunOptions(dataset=str(dataset), model="lightxml", preset="smoke", out="", progress=False,
+                      overrides=over)
+
+
+def test_every_arm_of_a_seed_starts_from_the_same_weights_and_a_rerun_skips_them(tiny_dataset, tmp_path,
+                                                                                monkeypatch):
+    arms = plan_arms("flat", "clustered", ["se"])
+    root = tmp_path / "sweep"
+    runs = ablate.run_ablation(_template(tiny_dataset), arms, [0], root, log=lambda _: None)
+    assert set(runs) == {"base", "se"}
+
+    def encoder_of(path):
+        saved = torch.load(path, weights_only=True, map_location="cpu")
+        return saved["encoder_state_dict"]
+
+    init = encoder_of(ablate.init_path(root, "clustered", 0))
+    for arm in ("base", "se"):
+        trained = encoder_of(runs[arm][0] / "model" / "checkpoint.pt")
+        assert trained.keys() == init.keys()
+        assert all(torch.equal(trained[k], init[k]) for k in init), arm
+
+    def must_not_run(_opts):
+        raise AssertionError("a finished arm ran again")
+
+    monkeypatch.setattr(ablate, "run", must_not_run)
+    lines: list[str] = []
+    ablate.run_ablation(_template(tiny_dataset), arms, [0], root, log=lines.append)
+    assert any("2 finished, 0 to run" in line for line in lines)
+
+
+def test_ablate_refuses_a_model_other_than_lightxml(tiny_dataset, capsys):
+    from xmlbench.cli import main
+
+    assert main(["ablate", str(tiny_dataset), "--model", "tree", "--seeds", "1"]) == 2
+    assert "must be lightxml" in capsys.readouterr().err

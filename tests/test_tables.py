@@ -379,6 +379,24 @@ def test_ttest_is_skipped_with_one_matching_seed(tmp_path: Path) -> None:
     assert t.row("se").cells["P@1 p"] == "n/a (1 paired seeds)"
 
 
+def test_ablation_says_when_runs_trained_on_different_hardware(tmp_path: Path) -> None:
+    import json
+
+    runs = {}
+    for arm, variants in (("base", ()), ("se", ("se",))):
+        runs[arm] = []
+        for seed, hw in ((0, {"torch_threads": 1}), (1, {"gpu": "NVIDIA H100 80GB HBM3"})):
+            run_dir = make_run(tmp_path, f"{arm}{seed}", seed=seed, variants=variants, test=p(80.0 + seed))
+            record = json.loads((run_dir / "record.json").read_text())
+            record["hardware"] = hw
+            (run_dir / "record.json").write_text(json.dumps(record))
+            runs[arm].append(run_dir)
+    notes = " ".join(ablation_table(runs, metrics=["P@1"], title="T").notes)
+    assert "different hardware (seed 0: CPU (1 threads); seed 1: NVIDIA H100 80GB HBM3)" in notes
+    same = {arm: dirs[:1] for arm, dirs in runs.items()}
+    assert "different hardware" not in " ".join(ablation_table(same, metrics=["P@1"]).notes)
+
+
 # ----------------------------------------------------------------------------------------- index, CLI
 def test_results_index_lists_runs_and_commands(runs: Path, tmp_path: Path) -> None:
     path = write_results_index(tmp_path / "results", [runs])

@@ -70,6 +70,12 @@ class Run:
     def seed(self) -> int | None:
         return self.record.get("seed")
 
+    @property
+    def hardware(self) -> str:
+        """The GPU's name, or 'CPU (N threads)': what a training time in this record was measured on."""
+        hw = self.record.get("hardware", {}) or {}
+        return str(hw.get("gpu") or f"CPU ({hw.get('torch_threads', '?')} threads)")
+
     def metric(self, name: str) -> float | None:
         value = self.record.get("metrics", {}).get("test", {}).get(name)
         return None if value is None else float(value)

@@ -328,6 +328,7 @@ def _add_gap(rows: list[Row], columns: list[Column], notes: list[str]) -> None:
 def ablation_table(
     run_dirs_by_arm: dict[str, list[Path]],
     base: str = "base",
+    title: str = "",
     metrics: list[str] = DEFAULT_METRICS,
     truth_loader: TruthLoader | None = None,
     ci_metric: str = "P@5",
@@ -351,7 +352,7 @@ def ablation_table(
     ]
     _mark_best(rows, [c for c in columns if c.name == "mean"])
     return Table(
-        title=f"Ablation on {all_runs[0].dataset} (test split; delta = arm - {base})",
+        title=title or f"Ablation on {all_runs[0].dataset} (test split; delta = arm - {base})",
         columns=columns,
         sections=[Section("", rows)],
         notes=_ablation_notes(arms, base, ci_metric, truth is not None, n_resamples, seed),
@@ -423,6 +424,12 @@ def _ablation_notes(
     else:
         notes.append("no test labels given: no bootstrap CI.")
     notes.append("params: trainable parameters; fit s: mean training time (timing_s.fit) in seconds.")
+    machines = sorted({r.hardware for runs in arms.values() for r in runs})
+    if len(machines) > 1:
+        by_seed = sorted({(r.seed, r.hardware) for runs in arms.values() for r in runs}, key=str)
+        notes.append("runs trained on different hardware (" + "; ".join(f"seed {s}: {h}" for s, h in by_seed)
+                     + "): fit s mixes them; deltas and p-values stay paired within a seed only if each seed "
+                     "ran on one machine.")
     for name, runs in arms.items():
         if any(r.selection == "test" for r in runs):
             notes.append(f"arm {name}: has runs whose checkpoint was chosen on the TEST split.")

@@ -185,8 +185,15 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tiny_dataset, tmp_pa
     with pytest.raises(loop.Aborted):
         run(_options(tiny_dataset, tmp_path / "killed", mode))
     monkeypatch.delenv(loop.ABORT_ENV)
+    # Pretend the killed session trained for 1000 s: the resumed record must report the whole time.
+    path = tmp_path / "killed" / loop.CHECKPOINT
+    saved = torch.load(path, weights_only=True)
+    assert saved["train_state"]["train_seconds"] > 0
+    saved["train_state"]["train_seconds"] = 1000.0
+    torch.save(saved, path)
     resumed = run(_options(tiny_dataset, tmp_path / "killed", mode, resume=True))
     assert resumed["metrics"] == whole["metrics"]
+    assert 1000.0 < resumed["timing_s"]["fit.train"] < 1000.0 + 10 * whole["timing_s"]["fit.train"]
     assert resumed["selection"]["best_step"] == whole["selection"]["best_step"]
     for a, b in zip(read_predictions(tmp_path / "whole"), read_predictions(tmp_path / "killed")):
         np.testing.assert_array_equal(a, b)

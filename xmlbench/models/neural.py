@@ -159,7 +159,8 @@ class NeuralModel(Model):
         t0 = time.perf_counter()
         selection = loop.train(trainable, self.config, len(ctx.train), batches_for, ctx.run_dir, ctx.seed,
                                ctx.resume, ctx.log, ctx.progress)
-        stage_s["train"] = time.perf_counter() - t0
+        # Over every session of a resumed run (the loop's clock), not just this process.
+        stage_s["train"] = selection.pop("train_seconds", None) or time.perf_counter() - t0
         return {**selection, "stage_s": {k: round(v, 3) for k, v in stage_s.items()}}
 
     def predict(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:

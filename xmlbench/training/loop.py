@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -45,6 +46,7 @@ class TrainState:
     best_step: int = -1
     best_epoch: int = -1
     done: bool = False
+    train_seconds: float = 0.0  # wall time spent training up to the last checkpoint, over every resume
 
 
 @dataclass
@@ -101,6 +103,9 @@ def train(model: Trainable, cfg, n_train: int, batches_for, run_dir: Path, seed:
         state = _restore(run_dir / CHECKPOINT, net, optimizer, swa, precision)
         log(f"resumed at epoch {state.epoch}, batch {state.batch}, step {state.step}")
 
+    # A resumed run reports its whole training time: the sessions before the kill (up to their last
+    # checkpoint; work after it is redone and counted again) plus this one.
+    clock = _TrainClock(state.train_seconds)
     history = open(run_dir / HISTORY, "a", encoding="utf-8") if dist.is_main() else open(os.devnull, "w")
     abort_at = int(os.environ.get(ABORT_ENV, "0") or 0)
     stop = state.done
@@ -131,6 +136,7 @@ def train(model: Trainable, cfg, n_train: int, batches_for, run_dir: Path, seed:
                 net.train()
             stop = bool(cfg.max_steps) and state.step >= cfg.max_steps
             if stop or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
+                state.train_seconds = clock.total()
                 _checkpoint(run_dir, net, optimizer, swa, precision, state, model)
             if abort_at and state.step >= abort_at:
                 history.close()
@@ -142,9 +148,21 @@ def train(model: Trainable, cfg, n_train: int, batches_for, run_dir: Path, seed:
             state.epoch, state.batch = state.epoch + 1, 0
         _select(model, net, swa, state, run_dir, cfg, history, log)
         state.done = stop or state.epoch >= cfg.epochs
+        state.train_seconds = clock.total()
         _checkpoint(run_dir, net, optimizer, swa, precision, state, model)
     history.close()
     return _finish(model, net, swa, state, run_dir)
+
+
+class _TrainClock:
+    """Training wall time carried over from earlier sessions plus this session's."""
+
+    def __init__(self, carried: float) -> None:
+        self.carried = carried
+        self.started = time.perf_counter()
+
+    def total(self) -> float:
+        return self.carried + time.perf_counter() - self.started
 
 
 def make_optimizer(groups: list[dict], lr: float, device: torch.device) -> torch.optim.Optimizer:
@@ -213,7 +231,7 @@ def _finish(model: Trainable, net, swa: SWA, state: TrainState, run_dir: Path) -
                 params[n].copy_(m.to(params[n].dtype))
     net.eval()
     return {"best_step": state.best_step, "best_epoch": state.best_epoch, "best_score": state.best_score,
-            "steps": state.step, "swa_models": swa.n_models}
+            "steps": state.step, "swa_models": swa.n_models, "train_seconds": state.train_seconds}
 
 
 def _checkpoint(run_dir: Path, net, optimizer, swa: SWA, precision: Precision, state: TrainState,

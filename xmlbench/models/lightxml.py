@@ -322,21 +322,26 @@ def default_preset(ds: Dataset, encoder: str) -> dict[str, Any]:
 
 
 def smoke_preset(ds: Dataset, encoder: str) -> dict[str, Any]:
-    """A few minutes on 2 CPU cores: a tiny encoder, short texts, few epochs, SWA from epoch 1."""
+    """About ten minutes on 2 CPU cores: the random tiny encoder, short texts, SWA over the last epochs.
+
+    Why eight epochs: a randomly initialised encoder's [CLS] carries almost no document information at
+    first (its own embedding dominates; measured content share 0.3%), so the model sits at the label
+    prior for ~4-5 epochs (~2,000 steps of 32 on synth-eurlex4k) before [CLS] learns to attend to the
+    text; after that P@1 climbs quickly. A shorter budget only measures that plateau. SWA starts at
+    epoch 6 so that plateau weights are not averaged in.
+    """
     return {
         "encoder": encoder or "tiny",
         "max_len": 64,
-        "epochs": 3,
+        "epochs": 8,
         "batch_size": 32,
         "lr": 1e-3,
-        "swa_warmup": 1,
+        "swa_warmup": 6,
         "swa_step": 20,
         "eval_batch_size": 128,
         "dropout": 0.2,
         "hidden": 64,
         "top_b": 8,
         "leaf_size": 32,
-        "checkpoint_every": 100,
-        "max_steps": 600,
+        "checkpoint_every": 500,
     }
-

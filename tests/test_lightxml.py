@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -191,9 +192,12 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tiny_dataset, tmp_pa
     assert saved["train_state"]["train_seconds"] > 0
     saved["train_state"]["train_seconds"] = 1000.0
     torch.save(saved, path)
+    started = time.perf_counter()
     resumed = run(_options(tiny_dataset, tmp_path / "killed", mode, resume=True))
+    elapsed = time.perf_counter() - started
     assert resumed["metrics"] == whole["metrics"]
-    assert 1000.0 < resumed["timing_s"]["fit.train"] < 1000.0 + 10 * whole["timing_s"]["fit.train"]
+    for stage in ("fit.train", "fit"):  # the table's "fit s" reads timing_s.fit
+        assert 1000.0 < resumed["timing_s"][stage] <= 1000.0 + elapsed, stage
     assert resumed["selection"]["best_step"] == whole["selection"]["best_step"]
     for a, b in zip(read_predictions(tmp_path / "whole"), read_predictions(tmp_path / "killed")):
         np.testing.assert_array_equal(a, b)

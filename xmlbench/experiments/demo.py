@@ -16,7 +16,7 @@ DATASET = "small"  # synthetic: 3,000 train / 1,000 test documents, ~500 labels 
 ABLATION_DATASET = "tiny"
 # The demo shows the pipeline, not converged models: a bounded number of steps keeps it to minutes on 2 CPU
 # cores. A tiny randomly initialised encoder needs far more steps than this to beat label frequency.
-DEMO_BUDGET = ["--set", "max_len=32", "--set", "max_steps=120", "--set", "epochs=2"]
+DEMO_BUDGET = ["--set", "max_len=32", "--set", "max_steps=120", "--set", "epochs=2", "--set", "swa_warmup=1"]
 
 
 def steps(root: Path) -> list[tuple[str, list[str]]]:
@@ -36,7 +36,7 @@ def steps(root: Path) -> list[tuple[str, list[str]]]:
         ("a small ablation of the four variants (clustered, 2 seeds)",
          ["ablate", ABLATION_DATASET, "--preset", "smoke", "--seeds", "2", "--mode", "clustered",
           "--root", str(root / "ablation"), "--set", "max_len=24", "--set", "max_steps=16",
-          "--set", "epochs=2", "--no-progress"]),
+          "--set", "epochs=2", "--set", "swa_warmup=1", "--no-progress"]),
         ("the results table, with published numbers and plots",
          ["table", str(runs), "--reference", "--out", str(root / "table.md"), "--plots", str(root / "plots"),
           "--index", str(root)]),

@@ -322,13 +322,13 @@ def default_preset(ds: Dataset, encoder: str) -> dict[str, Any]:
 
 
 def smoke_preset(ds: Dataset, encoder: str) -> dict[str, Any]:
-    """About ten minutes on 2 CPU cores: the random tiny encoder, short texts, SWA over the last epochs.
+    """8-10 minutes on 2 CPU cores: the random tiny encoder, short texts, SWA over the last two epochs.
 
     Why eight epochs: a randomly initialised encoder's [CLS] carries almost no document information at
     first (its own embedding dominates; measured content share 0.3%), so the model sits at the label
     prior for ~4-5 epochs (~2,000 steps of 32 on synth-eurlex4k) before [CLS] learns to attend to the
-    text; after that P@1 climbs quickly. A shorter budget only measures that plateau. SWA starts at
-    epoch 6 so that plateau weights are not averaged in.
+    text; after that P@1 climbs quickly. A shorter budget only measures that plateau. SWA starts with
+    the seventh epoch (swa_warmup counts from 0) so that plateau weights are not averaged in.
     """
     return {
         "encoder": encoder or "tiny",

@@ -160,8 +160,10 @@ class NeuralModel(Model):
         selection = loop.train(trainable, self.config, len(ctx.train), batches_for, ctx.run_dir, ctx.seed,
                                ctx.resume, ctx.log, ctx.progress)
         # Over every session of a resumed run (the loop's clock), not just this process.
-        stage_s["train"] = selection.pop("train_seconds", None) or time.perf_counter() - t0
-        return {**selection, "stage_s": {k: round(v, 3) for k, v in stage_s.items()}}
+        session = time.perf_counter() - t0
+        stage_s["train"] = selection.pop("train_seconds", None) or session
+        return {**selection, "stage_s": {k: round(v, 3) for k, v in stage_s.items()},
+                "earlier_sessions_s": max(0.0, stage_s["train"] - session)}
 
     def predict(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         with dist.main_first():

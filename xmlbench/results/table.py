@@ -426,7 +426,8 @@ def _ablation_notes(
     notes.append("params: trainable parameters; fit s: mean training time (timing_s.fit) in seconds.")
     machines = sorted({r.hardware for runs in arms.values() for r in runs})
     if len(machines) > 1:
-        by_seed = sorted({(r.seed, r.hardware) for runs in arms.values() for r in runs}, key=str)
+        by_seed = sorted({(r.seed, r.hardware) for runs in arms.values() for r in runs},
+                         key=lambda sh: (-1 if sh[0] is None else sh[0], sh[1]))
         notes.append("runs trained on different hardware (" + "; ".join(f"seed {s}: {h}" for s, h in by_seed)
                      + "): fit s mixes them; deltas and p-values stay paired within a seed only if each seed "
                      "ran on one machine.")

@@ -103,8 +103,8 @@ def train(model: Trainable, cfg, n_train: int, batches_for, run_dir: Path, seed:
         state = _restore(run_dir / CHECKPOINT, net, optimizer, swa, precision)
         log(f"resumed at epoch {state.epoch}, batch {state.batch}, step {state.step}")
 
-    # A resumed run reports its whole training time: the sessions before the kill (up to their last
-    # checkpoint; work after it is redone and counted again) plus this one.
+    # A resumed run reports its whole training time: the earlier sessions up to their last checkpoint
+    # (a killed session's time after it is dropped; that work is redone here) plus this one.
     clock = _TrainClock(state.train_seconds)
     history = open(run_dir / HISTORY, "a", encoding="utf-8") if dist.is_main() else open(os.devnull, "w")
     abort_at = int(os.environ.get(ABORT_ENV, "0") or 0)

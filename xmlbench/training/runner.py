@@ -119,6 +119,7 @@ def run(opts: RunOptions) -> dict[str, Any]:
     )
     with timer.stage("fit"):
         selection = dict(model.fit(ctx) or {})
+    timer.seconds["fit"] += selection.pop("earlier_sessions_s", 0.0)  # a resumed run's sessions before this one
     for stage, seconds in selection.pop("stage_s", {}).items():  # what fit spent where
         timer.seconds[f"fit.{stage}"] = seconds
     if main:

@@ -1,4 +1,5 @@
-"""The ablation runner: which arms run in which mode, identical initial weights per seed, idempotence."""
+"""The ablation runner: which arms run in which mode, identical initial weights per seed, idempotence,
+and thread counts for jobs that share the cores."""
 
 from __future__ import annotations
 
@@ -79,3 +80,28 @@ def test_ablate_refuses_a_model_other_than_lightxml(tiny_dataset, capsys):
 
     assert main(["ablate", str(tiny_dataset), "--model", "tree", "--seeds", "1"]) == 2
     assert "must be lightxml" in capsys.readouterr().err
+
+
+def _numba_threads_after_cli_start(env: dict[str, str]) -> str:
+    import os
+    import subprocess
+    import sys
+
+    code = ("from xmlbench.cli import match_numba_threads_to_omp; match_numba_threads_to_omp(); "
+            "import numba; print(numba.get_num_threads())")
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip()
+
+
+def test_single_runs_give_numba_the_openmp_thread_count():
+    # torchrun and schedulers set OMP_NUM_THREADS=1; numba's pool must follow, or it oversubscribes.
+    assert _numba_threads_after_cli_start({"OMP_NUM_THREADS": "1"}) == "1"
+    assert _numba_threads_after_cli_start({"OMP_NUM_THREADS": ""}) == str(_default_numba_threads())
+
+
+def _default_numba_threads() -> int:
+    import numba
+
+    return numba.config.NUMBA_DEFAULT_NUM_THREADS

@@ -25,15 +25,14 @@ def test_forced_mode_gives_one_base_and_every_arm_in_that_mode():
 
 
 def test_parallel_jobs_split_the_cores_unless_the_user_chose(monkeypatch):
+    from xmlbench import cli
+
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
-    monkeypatch.setattr(ablate, "usable_cores", lambda: 8)
-    env = ablate.threads_per_job_env(4)
-    assert env["OMP_NUM_THREADS"] == env["NUMBA_NUM_THREADS"] == "2"  # numba's pool must not oversubscribe
+    monkeypatch.setattr(cli, "usable_cores", lambda: 8)
+    assert ablate.threads_per_job_env(4)["OMP_NUM_THREADS"] == "2"
     assert ablate.threads_per_job_env(16)["OMP_NUM_THREADS"] == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    env = ablate.threads_per_job_env(4)
-    assert env["OMP_NUM_THREADS"] == env["NUMBA_NUM_THREADS"] == "3"
+    assert ablate.threads_per_job_env(4)["OMP_NUM_THREADS"] == "3"
 
 
 def _template(dataset):
@@ -49,9 +48,24 @@ def _template(dataset):
 
 def test_every_arm_of_a_seed_starts_from_the_same_weights_and_a_rerun_skips_them(tiny_dataset, tmp_path,
                                                                                 monkeypatch):
+    from dataclasses import replace
+
+    from xmlbench.training.runner import save_initial_weights
+
     arms = plan_arms("flat", "clustered", ["se"])
     root = tmp_path / "sweep"
-    runs = ablate.run_ablation(_template(tiny_dataset), arms, [0], root, log=lambda _: None)
+    # Write the seed's init file first and mark it: a fresh init from the same seed would equal the
+    # unmarked weights, so only arms that really load the file end up with the mark.
+    template = _template(tiny_dataset)
+    path = ablate.init_path(root, "clustered", 0)
+    save_initial_weights(replace(template, seed=0, overrides={**template.overrides, "variants": [],
+                                                              "mode": "clustered"}), path)
+    marked = torch.load(path, weights_only=True)
+    for part in ("encoder_state_dict", "classifier_state_dict"):
+        first = next(k for k, v in marked[part].items() if v.is_floating_point())
+        marked[part][first] = torch.full_like(marked[part][first], 0.125)
+    torch.save(marked, path)
+    runs = ablate.run_ablation(template, arms, [0], root, log=lambda _: None)
     assert set(runs) == {"base", "se"}
 
     def weights_of(path):
@@ -59,7 +73,7 @@ def test_every_arm_of_a_seed_starts_from_the_same_weights_and_a_rerun_skips_them
         return {**saved["encoder_state_dict"], **saved["classifier_state_dict"]}
 
     # Encoder and the base heads alike (the variant's own modules are not in the init file).
-    init = weights_of(ablate.init_path(root, "clustered", 0))
+    init = weights_of(path)
     assert any(k.startswith("generator") for k in init)
     for arm in ("base", "se"):
         trained = weights_of(runs[arm][0] / "model" / "checkpoint.pt")

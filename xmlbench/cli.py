@@ -49,7 +49,15 @@ def match_numba_threads_to_omp() -> None:
     """
     omp = os.environ.get("OMP_NUM_THREADS", "").strip()
     if omp.isdigit() and int(omp) > 0 and "numba" not in sys.modules:
-        os.environ.setdefault("NUMBA_NUM_THREADS", str(min(int(omp), os.cpu_count() or 1)))
+        os.environ.setdefault("NUMBA_NUM_THREADS", str(min(int(omp), usable_cores())))
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity and container limits), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -109,24 +109,14 @@ def threads_per_job_env(jobs: int) -> dict[str, str]:
     """The environment for parallel arms: the cores split between jobs, unless the user set a count.
 
     Each torch process otherwise takes every core, and N such processes thrash each other (small models
-    are dominated by per-step overhead, so N single-thread jobs beat one N-thread job). Numba gets the
-    same count: its OpenMP pool, started by the first evaluation, otherwise raises the thread count that
-    torch's matrix multiplies then use too, and spinning OpenMP barriers on oversubscribed cores made
-    steps ten times slower (measured: 0.2 s -> 2.3 s per step with two jobs on two cores).
+    are dominated by per-step overhead, so N single-thread jobs beat one N-thread job). Each job's
+    ``xmlbench`` gives numba the same count (``match_numba_threads_to_omp``).
     """
+    from xmlbench.cli import usable_cores
+
     env = dict(os.environ)
-    share = str(max(1, usable_cores() // jobs))
-    for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        env.setdefault(var, env.get("OMP_NUM_THREADS", share))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // jobs)))
     return env
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (CPU affinity and container limits), not the host's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def train_command(opts: RunOptions) -> str:

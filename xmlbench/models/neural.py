@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -127,8 +128,6 @@ class NeuralModel(Model):
         return self._caches[key]
 
     def fit(self, ctx: FitContext) -> dict[str, Any]:
-        import time
-
         stage_s: dict[str, float] = {}
         with dist.main_first():  # under torchrun, rank 0 fills the caches the other ranks then read
             t0 = time.perf_counter()

@@ -25,10 +25,8 @@ def test_forced_mode_gives_one_base_and_every_arm_in_that_mode():
 
 
 def test_parallel_jobs_split_the_cores_unless_the_user_chose(monkeypatch):
-    from xmlbench import cli
-
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(cli, "usable_cores", lambda: 8)
+    monkeypatch.setattr(ablate, "usable_cores", lambda: 8)
     assert ablate.threads_per_job_env(4)["OMP_NUM_THREADS"] == "2"
     assert ablate.threads_per_job_env(16)["OMP_NUM_THREADS"] == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
@@ -37,7 +35,7 @@ def test_parallel_jobs_split_the_cores_unless_the_user_chose(monkeypatch):
 
 def _template(dataset):
     from xmlbench.config import parse_overrides
-    from xmlbench.training.runner import RunOptions
+    from xmlbench.runs.runner import RunOptions
 
     # lr 0: every arm's weights stay exactly where they started, so the saved models show the start.
     over = parse_overrides(["max_len=16", "epochs=1", "max_steps=3", "batch_size=32", "hidden=16", "top_b=4",
@@ -50,7 +48,7 @@ def test_every_arm_of_a_seed_starts_from_the_same_weights_and_a_rerun_skips_them
                                                                                 monkeypatch):
     from dataclasses import replace
 
-    from xmlbench.training.runner import save_initial_weights
+    from xmlbench.runs.runner import save_initial_weights
 
     arms = plan_arms("flat", "clustered", ["se"])
     root = tmp_path / "sweep"
@@ -101,7 +99,7 @@ def _numba_threads_after_cli_start(env: dict[str, str]) -> str:
     import subprocess
     import sys
 
-    code = ("from xmlbench.cli import match_numba_threads_to_omp; match_numba_threads_to_omp(); "
+    code = ("from xmlbench.runtime import match_numba_threads_to_omp; match_numba_threads_to_omp(); "
             "import numba; print(numba.get_num_threads())")
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from xmlbench.data.dataset import open_dataset
+from xmlbench.data.features import fit_tfidf, load_tfidf, save_tfidf, transform_tfidf
 from xmlbench.errors import UserError
 from xmlbench.models import MODELS
-from xmlbench.models.features import fit_tfidf, load_tfidf, save_tfidf, transform_tfidf
-from xmlbench.results.record import read_predictions
-from xmlbench.training.runner import RunOptions, run
+from xmlbench.runs.record import read_predictions
+from xmlbench.runs.runner import RunOptions, run
 
 needs_omikuji = pytest.mark.skipif(importlib.util.find_spec("omikuji") is None, reason="pip install omikuji")
 
@@ -38,7 +38,7 @@ def tiny(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_bow(tiny: Path, tmp_path_factory) -> Path:
     """The tiny dataset as an Extreme Classification Repository bag-of-words dataset."""
-    from xmlbench.models.tree import write_xc_repo_file
+    from xmlbench.models.baselines.tree import write_xc_repo_file
 
     ds = open_dataset(str(tiny))
     state, X_train = fit_tfidf(ds.train, max_features=2_000, min_df=1)

@@ -1,4 +1,4 @@
-"""Tests of LightXML's balanced label clustering (xmlbench.models.clustering) and its benchmark helpers."""
+"""Tests of LightXML's balanced label clustering (xmlbench.models.lightxml.clustering) and its benchmark helpers."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy import sparse
 
+from xmlbench.benchmarks.cluster import bench_cluster, format_bench, random_label_features
 from xmlbench.errors import UserError
-from xmlbench.models import clustering
-from xmlbench.models.bench_cluster import bench_cluster, format_bench, random_label_features
-from xmlbench.models.clustering import (
+from xmlbench.models.lightxml import clustering
+from xmlbench.models.lightxml.clustering import (
     arrays_to_clusters,
     balanced_clusters,
     cached_clusters,

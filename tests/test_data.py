@@ -156,3 +156,26 @@ def test_download_offline_gives_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request.OpenerDirector, "open", refuse)
     with pytest.raises(UserError, match="download https://drive.google.com/.* by hand.*put train_texts.txt"):
         dl.download("eurlex4k")
+
+
+@pytest.mark.parametrize("line, message", [
+    ("mdoe = \"flat\"", "unknown config key 'mdoe'"),
+    ("mode = \"flatt\"", "'mode' must be one of"),
+    ("propensity = { A = 0.55, b = 1.5 }", "unknown config key 'propensity.b'"),
+    ("aliases = \"x\"\n[published]\nn_trian = 3", "unknown config key 'published.n_trian'"),
+])
+def test_dataset_manifests_are_parsed_strictly(tmp_path, line, message):
+    from xmlbench.data.manifest import _load_manifest
+
+    path = tmp_path / "bad.toml"
+    path.write_text(f'name = "bad"\n{line}\n', encoding="utf-8")
+    with pytest.raises(UserError) as e:
+        _load_manifest(path)
+    assert str(path) in str(e.value) and message in str(e.value)
+
+
+def test_every_shipped_manifest_parses():
+    from xmlbench.data.manifest import DATASETS, _load_manifest
+
+    for _, info in DATASETS.items():
+        assert _load_manifest(__import__("pathlib").Path(info.manifest_path)) == info

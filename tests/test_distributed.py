@@ -15,18 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from xmlbench.results.record import read_record
+from xmlbench.runs.record import read_record
 
 ARGS = ["--model", "lightxml", "--preset", "smoke", "--no-progress", "--set", "mode=flat", "--set", "max_len=16",
         "--set", "epochs=2", "--set", "batch_size=32", "--set", "dropout=0", "--set", "encoder_dropout=0",
         "--set", "checkpoint_every=2", "--set", "swa_warmup=1", "--set", "swa_step=2"]
 
 
-def _torchrun(dataset: Path, out: Path, extra=(), env_extra=None) -> subprocess.CompletedProcess:
+def _torchrun(dataset: Path, out: Path, extra=(), kill_after_step: int = 0) -> subprocess.CompletedProcess:
     torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "xmlbench", "train", str(dataset),
+    program = ["-m", "xmlbench"]
+    if kill_after_step:  # the same command, dying right after the checkpoint of that step
+        program = [str(Path(__file__).with_name("kill_after_checkpoint.py")), str(kill_after_step)]
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", *program, "train", str(dataset),
            "--out", str(out), *ARGS, *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -37,8 +40,8 @@ def test_two_gloo_processes_complete_resume_and_match_one(tiny_dataset, tmp_path
     assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "single"), *ARGS]) == 0
     single = read_record(tmp_path / "single")
 
-    killed = _torchrun(tiny_dataset, tmp_path / "ddp", env_extra={"XMLBENCH_ABORT_AT_STEP": "3"})
-    assert killed.returncode != 0 and "aborted at step 3" in killed.stderr
+    killed = _torchrun(tiny_dataset, tmp_path / "ddp", kill_after_step=2)
+    assert killed.returncode != 0 and "killed after the checkpoint of step" in killed.stderr
     resumed = _torchrun(tiny_dataset, tmp_path / "ddp", extra=["--resume"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     ddp = read_record(tmp_path / "ddp")

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from xmlbench.encoders import ENCODERS, layer_stack, load_encoder
-from xmlbench.models.clustering import clusters_to_arrays
-from xmlbench.models.lightxml import LightXMLConfig, LightXMLNet, is_member
-from xmlbench.training.swa import SWA
+from xmlbench.engine.swa import SWA
+from xmlbench.models.lightxml.clustering import clusters_to_arrays
+from xmlbench.models.lightxml.model import LightXMLConfig, LightXMLNet, is_member
 
 N_LABELS = 40
 
@@ -97,7 +97,7 @@ def _losses(net):
     ids, mask, positives = batch()
     doc, state = net.embed(ids, mask)
     g = net.generator(doc)
-    from xmlbench.models.lightxml import cluster_targets
+    from xmlbench.models.lightxml.model import cluster_targets
 
     loss_g = F.binary_cross_entropy_with_logits(g, cluster_targets(positives, net.label_to_cluster, 8, g.dtype))
     cands, _ = net.candidates(g, positives)
@@ -168,7 +168,7 @@ SMALL = ["max_len=24", "epochs=2", "batch_size=32", "checkpoint_every=2", "eval_
 
 def _options(dataset, out, mode, **kw):
     from xmlbench.config import parse_overrides
-    from xmlbench.training.runner import RunOptions
+    from xmlbench.runs.runner import RunOptions
 
     over = parse_overrides(SMALL + [f"mode={mode}"])
     return RunOptions(dataset=str(dataset), model="lightxml", preset="smoke", out=str(out), progress=False,
@@ -177,15 +177,17 @@ def _options(dataset, out, mode, **kw):
 
 @pytest.mark.parametrize("mode", ["flat", "clustered"])
 def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tiny_dataset, tmp_path, monkeypatch, mode):
-    from xmlbench.results.record import read_predictions
-    from xmlbench.training import loop
-    from xmlbench.training.runner import run
+    from kill_after_checkpoint import Killed, kill_after_checkpoint
+
+    from xmlbench.engine import loop
+    from xmlbench.runs.record import read_predictions
+    from xmlbench.runs.runner import run
 
     whole = run(_options(tiny_dataset, tmp_path / "whole", mode))
-    monkeypatch.setenv(loop.ABORT_ENV, "3")
-    with pytest.raises(loop.Aborted):
-        run(_options(tiny_dataset, tmp_path / "killed", mode))
-    monkeypatch.delenv(loop.ABORT_ENV)
+    with monkeypatch.context() as patch:
+        kill_after_checkpoint(patch, 3)
+        with pytest.raises(Killed):
+            run(_options(tiny_dataset, tmp_path / "killed", mode))
     # Pretend the killed session trained for 1000 s: the resumed record must report the whole time.
     path = tmp_path / "killed" / loop.CHECKPOINT
     saved = torch.load(path, weights_only=True)
@@ -205,9 +207,9 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tiny_dataset, tmp_pa
 
 def test_checkpoint_round_trip_without_pickle(tiny_dataset, tmp_path):
     from xmlbench.data.dataset import open_dataset
-    from xmlbench.models.lightxml import LightXML
-    from xmlbench.training.predict import load_run_model
-    from xmlbench.training.runner import run
+    from xmlbench.models.lightxml.model import LightXML
+    from xmlbench.runs.predict import load_run_model
+    from xmlbench.runs.runner import run
 
     record = run(_options(tiny_dataset, tmp_path / "r", "clustered"))
     path = tmp_path / "r" / "model" / "checkpoint.pt"
@@ -219,7 +221,7 @@ def test_checkpoint_round_trip_without_pickle(tiny_dataset, tmp_path):
     ds = open_dataset(str(tiny_dataset))
     reloaded = LightXML.from_checkpoint(path, ds)
     ids, scores = reloaded.predict(ds.test, 100)
-    from xmlbench.results.record import read_predictions
+    from xmlbench.runs.record import read_predictions
 
     saved_ids, saved_scores = read_predictions(tmp_path / "r")
     np.testing.assert_array_equal(ids, saved_ids)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xmlbench.models.linear_heads import balanced_class_weights, weighted_nll
+from xmlbench.models.baselines.linear_heads import balanced_class_weights, weighted_nll
 
 
 def test_weighted_nll_hand_computed_multilabel():
@@ -40,8 +40,8 @@ def test_neural_baselines_through_the_runner(tiny_dataset, tmp_path, model):
     from xmlbench.config import parse_overrides
     from xmlbench.data.dataset import open_dataset
     from xmlbench.models import MODELS
-    from xmlbench.results.record import read_predictions
-    from xmlbench.training.runner import RunOptions, run
+    from xmlbench.runs.record import read_predictions
+    from xmlbench.runs.runner import RunOptions, run
 
     opts = RunOptions(dataset=str(tiny_dataset), model=model, preset="smoke", out=str(tmp_path / model),
                       progress=False, overrides=parse_overrides(["max_len=24", "epochs=1"]))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from xmlbench.errors import UserError
-from xmlbench.results.record import is_complete, read_predictions, read_record
-from xmlbench.training.runner import RunOptions, run
+from xmlbench.runs.record import is_complete, read_predictions, read_record
+from xmlbench.runs.runner import RunOptions, run
 
 
 def test_label_frequency_end_to_end_record(tiny_dataset, tmp_path):
@@ -60,7 +60,7 @@ def test_unknown_model_and_bad_override(tiny_dataset, tmp_path):
 
 
 def test_predict_reloads_from_the_run_folder(tiny_dataset, tmp_path):
-    from xmlbench.training.predict import predict_run
+    from xmlbench.runs.predict import predict_run
 
     record = run(RunOptions(dataset=str(tiny_dataset), model="label-frequency", out=str(tmp_path / "p"),
                             progress=False))

@@ -17,8 +17,8 @@ from xmlbench.io import write_json
 from xmlbench.results import reference as ref
 from xmlbench.results.compare import bootstrap_mean_ci, compare, doc_scores, hit_matrix, render_comparison
 from xmlbench.results.index import write_results_index
-from xmlbench.results.record import write_predictions
 from xmlbench.results.table import ENSEMBLE, SINGLE, ablation_table, build_table, render
+from xmlbench.runs.record import write_predictions
 
 FP, TFP = "f" * 32, "t" * 32
 
@@ -409,8 +409,8 @@ def test_results_index_lists_runs_and_commands(runs: Path, tmp_path: Path) -> No
 
 
 def test_cli_table_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from xmlbench.cli.results import add_commands
     from xmlbench.data.dataset import open_dataset
-    from xmlbench.results.commands import add_commands
 
     data = tmp_path / "tiny"
     data.mkdir()

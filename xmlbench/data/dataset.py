@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from xmlbench.data.manifest import DATASETS, DatasetInfo, datasets_dir
+from xmlbench.data.manifest import DATASETS, DatasetInfo
 from xmlbench.data.readers import LabelRows, LabelVocab, TextLines, read_bow, read_label_lines, scan_lines
 from xmlbench.errors import UserError
+from xmlbench.paths import datasets_dir
 
 
 @dataclass

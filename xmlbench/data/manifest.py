@@ -6,13 +6,15 @@ LightXML regime (flat or clustered), the original hyper-parameters per encoder a
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomllib
 
+from xmlbench.config import from_dict, to_dict
+from xmlbench.errors import UserError
+from xmlbench.paths import datasets_dir, manifests_dir
 from xmlbench.registry import Registry
 
 
@@ -38,40 +40,76 @@ class DatasetInfo:
         return datasets_dir() / self.name
 
 
-def datasets_dir() -> Path:
-    """Where manifests and data live: $XMLBENCH_DATASETS, else the checkout's ``datasets/``."""
-    env = os.environ.get("XMLBENCH_DATASETS")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[2] / "datasets"
-    if repo.is_dir():
-        return repo
-    return Path.cwd() / "datasets"
+@dataclass(frozen=True)
+class _Propensity:
+    A: float = 0.55
+    B: float = 1.5
 
 
-def manifests_dir() -> Path:
-    """Manifests ship with the checkout even when data is elsewhere."""
-    repo = Path(__file__).resolve().parents[2] / "datasets"
-    return repo if repo.is_dir() else datasets_dir()
+@dataclass(frozen=True)
+class _Download:
+    url: str = ""
+    page: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class _Published:
+    """The statistics ``xmlbench data check`` compares against (REFERENCE.md §4)."""
+
+    n_train: int = 0
+    n_test: int = 0
+    n_labels: int = 0
+    avg_labels_per_doc: float = 0.0
+    avg_docs_per_label: float = 0.0
+
+
+@dataclass(frozen=True)
+class _ManifestFile:
+    """The schema of ``datasets/NAME.toml``, checked strictly like every other config: an unknown or
+    mistyped key is an error naming the file and the key, never silently ignored."""
+
+    name: str
+    title: str = ""
+    format: Literal["text", "bow"] = "text"
+    train_texts: str = "train_texts.txt"
+    test_texts: str = "test_texts.txt"
+    mode: Literal["flat", "clustered"] = "flat"
+    propensity: _Propensity = field(default_factory=_Propensity)
+    archive_folder: str = ""
+    aliases: tuple[str, ...] = ()
+    published: _Published = field(default_factory=_Published)
+    # encoder -> the original's hyper-parameters; the keys are LightXML config keys, checked when used
+    lightxml: dict = field(default_factory=dict)
+    download: _Download = field(default_factory=_Download)
 
 
 def _load_manifest(path: Path) -> DatasetInfo:
-    raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    prop = raw.pop("propensity", {})
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise UserError(f"{path}: cannot read the dataset manifest ({e})") from None
+    try:
+        m = from_dict(_ManifestFile, raw)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    for encoder, table in m.lightxml.items():
+        if not isinstance(table, dict):
+            raise UserError(f"{path}: [lightxml.{encoder}] must be a table of LightXML config keys")
     return DatasetInfo(
-        name=raw["name"],
-        title=raw.get("title", raw["name"]),
-        format=raw.get("format", "text"),
-        train_texts=raw.get("train_texts", "train_texts.txt"),
-        test_texts=raw.get("test_texts", "test_texts.txt"),
-        mode=raw.get("mode", "flat"),
-        propensity_a=float(prop.get("A", 0.55)),
-        propensity_b=float(prop.get("B", 1.5)),
-        archive_folder=raw.get("archive_folder", ""),
-        aliases=tuple(raw.get("aliases", ())),
-        published=dict(raw.get("published", {})),
-        lightxml=dict(raw.get("lightxml", {})),
-        download=dict(raw.get("download", {})),
+        name=m.name,
+        title=m.title or m.name,
+        format=m.format,
+        train_texts=m.train_texts,
+        test_texts=m.test_texts,
+        mode=m.mode,
+        propensity_a=m.propensity.A,
+        propensity_b=m.propensity.B,
+        archive_folder=m.archive_folder,
+        aliases=m.aliases,
+        published={k: v for k, v in to_dict(m.published).items() if v},
+        lightxml=dict(m.lightxml),
+        download={k: v for k, v in to_dict(m.download).items() if v},
         manifest_path=str(path),
     )
 

@@ -15,17 +15,17 @@ parallel locally.
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
-import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from xmlbench.errors import UserError
-from xmlbench.models.variants import VARIANTS
-from xmlbench.results import record as rec
-from xmlbench.training.runner import RunOptions, run, save_initial_weights
+from xmlbench.models.lightxml.variants import VARIANTS
+from xmlbench.runs import record as rec
+from xmlbench.runs.runner import RunOptions, run, save_initial_weights
+from xmlbench.runtime import usable_cores
 
 BASE = "base"
 
@@ -78,8 +78,11 @@ def arm_options(template: RunOptions, arm: Arm, seed: int, root: Path) -> RunOpt
 
 
 def run_ablation(template: RunOptions, arms: list[Arm], seeds: list[int], root: Path, jobs: int = 1,
-                 log=print) -> dict[str, list[Path]]:
-    """Run every (arm, seed) not yet finished; returns the run folders per arm."""
+                 command_for: Callable[[RunOptions], str] | None = None, log=print) -> dict[str, list[Path]]:
+    """Run every (arm, seed) not yet finished; returns the run folders per arm.
+
+    With ``jobs`` > 1 the arms run as separate processes, each started with ``command_for(options)`` (the
+    CLI passes its own inverse of argument parsing, so the library never builds command lines itself)."""
     for mode in sorted({a.mode for a in arms}):
         for seed in seeds:
             path = init_path(root, mode, seed)
@@ -95,7 +98,9 @@ def run_ablation(template: RunOptions, arms: list[Arm], seeds: list[int], root: 
             log(f"[{i}/{len(todo)}] arm {arm.name} ({arm.mode}) seed {seed}")
             run(arm_options(template, arm, seed, root))
     else:
-        commands = [train_command(arm_options(template, a, s, root)) for a, s in todo]
+        if command_for is None:
+            raise ValueError("run_ablation with jobs > 1 needs command_for")
+        commands = [command_for(arm_options(template, a, s, root)) for a, s in todo]
         env = threads_per_job_env(jobs)
         with ThreadPoolExecutor(jobs) as pool:
             codes = list(pool.map(lambda c: subprocess.call(c, shell=True, env=env), commands))
@@ -112,49 +117,15 @@ def threads_per_job_env(jobs: int) -> dict[str, str]:
     are dominated by per-step overhead, so N single-thread jobs beat one N-thread job). Each job's
     ``xmlbench`` gives numba the same count (``match_numba_threads_to_omp``).
     """
-    from xmlbench.cli import usable_cores
-
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // jobs)))
     return env
 
 
-def train_command(opts: RunOptions) -> str:
-    """The ``xmlbench train`` command that runs exactly this arm (for schedulers and --jobs)."""
-    from xmlbench.config import to_dict
-
-    args = [sys.executable, "-m", "xmlbench", "train", opts.dataset, "--model", opts.model, "--preset", opts.preset,
-            "--seed", str(opts.seed), "--out", opts.out, "--resume", "--no-progress",
-            "--valid-size", str(opts.valid_size)]
-    if opts.init_from:
-        args += ["--init-from", opts.init_from]
-    for key, value in _flatten(to_dict(opts.overrides)):
-        if key == "variants":
-            if value:
-                args += ["--variants", ",".join(value)]
-            continue
-        args += ["--set", f"{key}={_json(value)}"]
-    return " ".join(shlex.quote(a) for a in args)
-
-
-def init_command(template: RunOptions, mode: str, seed: int, root: Path) -> str:
-    opts = replace(template, seed=seed, overrides={**template.overrides, "variants": [], "mode": mode})
-    cmd = train_command(replace(opts, out=str(init_path(root, mode, seed)), init_from=""))
-    return cmd.replace(" train ", " init ", 1).replace(" --resume", "")
-
-
-def _flatten(d: dict, prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _flatten(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
-
-
-def _json(v) -> str:
-    import json
-
-    return v if isinstance(v, str) else json.dumps(v)
+def init_options(template: RunOptions, mode: str, seed: int, root: Path) -> RunOptions:
+    """The options of ``xmlbench init`` that writes the shared initial weights of (mode, seed)."""
+    return replace(template, seed=seed, overrides={**template.overrides, "variants": [], "mode": mode},
+                   out=str(init_path(root, mode, seed)), init_from="", resume=False, model="lightxml")
 
 
 def write_tables(root: Path, runs_by_arm: dict[str, list[Path]], arms: list[Arm], dataset_name: str) -> str:

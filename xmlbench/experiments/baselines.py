@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from xmlbench.errors import UserError
-from xmlbench.results import record as rec
-from xmlbench.training.runner import RunOptions, run
+from xmlbench.runs import record as rec
+from xmlbench.runs.runner import RunOptions, run
 
 BASELINES = ("label-frequency", "tfidf-ovr", "tree", "sigmoid-linear", "softmax-linear")
 NEURAL = ("sigmoid-linear", "softmax-linear")

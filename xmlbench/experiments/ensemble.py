@@ -17,10 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from xmlbench.errors import UserError
-from xmlbench.metrics import evaluate
-from xmlbench.results import record as rec
-
-TOP_K = 100
+from xmlbench.metrics import TOP_K, evaluate
+from xmlbench.runs import record as rec
 
 
 def sum_topk(members: list[tuple[np.ndarray, np.ndarray]], n_labels: int, k: int = TOP_K):
@@ -50,7 +48,7 @@ def ensemble_runs(run_dirs: list[Path], out: Path, command: str = "") -> dict:
     ds = open_dataset(records[0]["dataset"]["path"])
     preds = [rec.read_predictions(d) for d in run_dirs]
     ids, scores = sum_topk(preds, ds.n_labels)
-    metrics = evaluate(ids, ds.test.labels, ks=(1, 3, 5), inv_propensity=ds.inv_propensity())
+    metrics = evaluate(ids, ds.test.labels, inv_propensity=ds.inv_propensity())
     out.mkdir(parents=True, exist_ok=True)
     rec.write_predictions(out, ids, scores)
     first = records[0]

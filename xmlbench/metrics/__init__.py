@@ -62,6 +62,11 @@ class MetricSpec:
     needs_propensity: bool = False
 
 
+# The protocol's two numbers, defined once: every run saves its TOP_K best labels per test document, and
+# reports metrics at KS (any k <= TOP_K can be computed later from the saved predictions).
+TOP_K = 100
+KS: tuple[int, ...] = (1, 3, 5)
+
 METRICS: Registry[MetricSpec] = Registry("metric")
 for _spec in (
     MetricSpec("P", "precision@k: share of the top k predictions that are true labels"),
@@ -96,7 +101,7 @@ def parse_metric_names(text: str) -> list[tuple[str, int]]:
 def evaluate(
     topk: np.ndarray,
     truth: scipy.sparse.spmatrix,
-    ks: Iterable[int] = (1, 3, 5),
+    ks: Iterable[int] = KS,
     inv_propensity: np.ndarray | None = None,
 ) -> dict[str, float]:
     """All metric families at all ``ks``, in percent (conventions in the module docstring).

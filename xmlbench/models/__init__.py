@@ -1,15 +1,16 @@
 """The model registry: every name usable as ``xmlbench train DATASET --model NAME``.
 
 To add a model: write one module with a ``Model`` subclass and a frozen config dataclass, then register a
-``ModelEntry`` below. The parametrised tests pick it up from ``MODELS.names()``.
+``ModelEntry`` below. ``tests/test_models.py`` picks it up from ``MODELS.names()`` (fit, predict, save,
+reload, identical predictions) without any edit.
 """
 
 from __future__ import annotations
 
 from xmlbench.models.base import FitContext, Model, ModelEntry
-from xmlbench.models.label_frequency import LabelFrequency, LabelFrequencyConfig
-from xmlbench.models.tfidf import TfidfOvr, TfidfOvrConfig
-from xmlbench.models.tree import Tree, TreeConfig
+from xmlbench.models.baselines.label_frequency import LabelFrequency, LabelFrequencyConfig
+from xmlbench.models.baselines.tfidf import TfidfOvr, TfidfOvrConfig
+from xmlbench.models.baselines.tree import Tree, TreeConfig
 from xmlbench.registry import Registry
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -26,7 +27,8 @@ MODELS.register(
 
 
 def _register_lightxml() -> None:
-    from xmlbench.models import lightxml
+    from xmlbench.models.lightxml import model as lightxml
+    from xmlbench.models.lightxml import presets
 
     MODELS.register(
         "lightxml",
@@ -35,7 +37,7 @@ def _register_lightxml() -> None:
             cls=lightxml.LightXML,
             config_cls=lightxml.LightXMLConfig,
             description="LightXML: encoder + label clusters + generator/discriminator (flat or clustered)",
-            presets=lightxml.presets(),
+            presets=presets.presets(),
             neural=True,
         ),
     )
@@ -45,7 +47,7 @@ _register_lightxml()
 
 
 def _register_linear_heads() -> None:
-    from xmlbench.models import linear_heads as lh
+    from xmlbench.models.baselines import linear_heads as lh
 
     presets = {"default": lh.default_preset, "smoke": lh.smoke_preset}
     for cls, description in (
@@ -75,6 +77,7 @@ MODELS.register(
         cls=Tree,
         config_cls=TreeConfig,
         description="TF-IDF + partitioned label trees (Omikuji: Parabel, or Bonsai with mode=bonsai)",
+        requires=("omikuji",),
     ),
 )
 

@@ -1,6 +1,6 @@
 """What every registered model (LightXML, baselines, classical references) provides to the runner.
 
-The runner (``xmlbench.training.runner``) owns the protocol: splits, validation, the single read of the
+The runner (``xmlbench.runs.runner``) owns the protocol: splits, validation, the single read of the
 test split, metrics, predictions and the run record. A model only fits, predicts top-k, saves and loads.
 """
 
@@ -32,8 +32,6 @@ class FitContext:
     resume: bool = False
     init_from: Path | None = None
     log: Callable[[str], None] = print
-    inv_propensity: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Model(ABC):
@@ -84,3 +82,4 @@ class ModelEntry:
     description: str
     presets: dict[str, Callable[[Dataset, str], dict]] = field(default_factory=dict)
     neural: bool = False
+    requires: tuple[str, ...] = ()  # optional Python packages it needs (e.g. omikuji for the tree)

@@ -5,7 +5,6 @@ classifier_state_dict, optimizer_state_dict) as plain tensors + JSON."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +16,14 @@ from torch import nn
 
 from xmlbench.config import from_dict, to_dict
 from xmlbench.data.dataset import Dataset, Split
+from xmlbench.engine import checkpoint as ckpt
+from xmlbench.engine import distributed as dist
+from xmlbench.engine import loop
+from xmlbench.engine.batches import Batch, chunk, loader
 from xmlbench.errors import UserError
 from xmlbench.io import write_json
 from xmlbench.models.base import FitContext, Model
-from xmlbench.training import checkpoint as ckpt
-from xmlbench.training import distributed as dist
-from xmlbench.training import loop
-from xmlbench.training.batches import Batch, chunk, loader
+from xmlbench.paths import cache_dir
 
 MODEL_FILE = "checkpoint.pt"
 
@@ -61,13 +61,6 @@ def net_state(saved: dict[str, Any]) -> dict[str, Any]:
             **saved["classifier_state_dict"]}
 
 
-def cache_dir() -> Path:
-    env = os.environ.get("XMLBENCH_CACHE")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "cache"
-
-
 class NeuralModel(Model):
     """Subclasses build ``self.net`` (an ``nn.Module`` with ``.encoder`` and ``.head``) and implement
     ``loss(net, batch)`` and ``topk(net, input_ids, attention_mask, k)``."""
@@ -86,6 +79,7 @@ class NeuralModel(Model):
                     module.p = config.encoder_dropout
         self.net = self.build_net(dataset)
         self._caches: dict[str, Any] = {}
+        self._optimizer_state: dict[str, Any] = {}  # the final optimiser state, once fit has run
 
     # -- to implement -------------------------------------------------------------------------------
     def build_net(self, dataset: Dataset) -> nn.Module:
@@ -147,22 +141,26 @@ class NeuralModel(Model):
         def evaluate() -> dict[str, float]:
             if ctx.select is None:
                 return {}
+            from xmlbench.metrics import KS
             from xmlbench.metrics import evaluate as metrics
 
-            ids, _ = self._predict_tokens(select_tokens, ctx.select.file_rows, 10, progress=False)
-            return metrics(ids, ctx.select.labels, ks=(1, 3, 5))
+            ids, _ = self._predict_tokens(select_tokens, ctx.select.file_rows, max(KS), progress=False)
+            return metrics(ids, ctx.select.labels, ks=KS)
 
         trainable = loop.Trainable(net=self.net, loss=self.loss, evaluate=evaluate,
-                                   param_groups=self.param_groups,
+                                   param_groups=self.param_groups, n_train=len(ctx.train),
+                                   batches_for=batches_for,
                                    extra_state=lambda: {"config": json.dumps(self._config_dict())})
+        session = loop.Session(run_dir=ctx.run_dir, seed=ctx.seed, resume=ctx.resume, log=ctx.log,
+                               progress=ctx.progress)
         t0 = time.perf_counter()
-        selection = loop.train(trainable, self.config, len(ctx.train), batches_for, ctx.run_dir, ctx.seed,
-                               ctx.resume, ctx.log, ctx.progress)
+        selection = loop.train(trainable, self.config, session)
+        self._optimizer_state = selection.pop("optimizer_state")  # saved with the model (the seed's schema)
         # Over every session of a resumed run (the loop's clock), not just this process.
-        session = time.perf_counter() - t0
-        stage_s["train"] = selection.pop("train_seconds", None) or session
+        this_session = time.perf_counter() - t0
+        stage_s["train"] = selection.pop("train_seconds", None) or this_session
         return {**selection, "stage_s": {k: round(v, 3) for k, v in stage_s.items()},
-                "earlier_sessions_s": max(0.0, stage_s["train"] - session)}
+                "earlier_sessions_s": max(0.0, stage_s["train"] - this_session)}
 
     def predict(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         with dist.main_first():
@@ -230,11 +228,7 @@ class NeuralModel(Model):
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        optimizer_state = {}
-        run_ckpt = folder.parent / loop.CHECKPOINT
-        if run_ckpt.is_file():
-            optimizer_state = ckpt.load(run_ckpt).get("optimizer_state_dict", {})
-        ckpt.save(folder / MODEL_FILE, self.checkpoint(optimizer_state))
+        ckpt.save(folder / MODEL_FILE, self.checkpoint(self._optimizer_state))
         write_json(folder / "model.json", {"model": self.name, "config": to_dict(self.config)})
 
     @classmethod

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from xmlbench.errors import UserError
-from xmlbench.results.record import find_runs, read_predictions, read_record
+from xmlbench.runs.record import find_runs, read_predictions, read_record
 
 DEFAULT_METRICS = ["P@1", "P@3", "P@5", "nDCG@5", "PSP@5"]
 N_RESAMPLES = 1000

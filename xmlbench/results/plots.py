@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from xmlbench.errors import UserError
 from xmlbench.results.compare import Run, TruthLoader, by_seed, hit_matrix, load_runs
-from xmlbench.results.record import read_predictions
+from xmlbench.runs.record import read_predictions
 
 HISTORY = "history.jsonl"
 

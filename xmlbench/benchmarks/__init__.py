@@ -1,0 +1,71 @@
+"""The benchmark registry: every name usable as ``xmlbench bench NAME``.
+
+Speed and memory targets live in benchmarks whose figures we report, never in timed tests. A benchmark is
+one module in this package that registers itself::
+
+    BENCHMARKS.register("name", Benchmark("name", "one line for --help", run, format))
+
+``run(options)`` returns a JSON-able dict; ``format(result)`` renders it for a person (``--json`` prints
+the dict instead). The registered name is the module's name (``_`` read as ``-``): the command line lists
+benchmarks from the file names and imports only the one it runs, since some import torch. Adding one
+edits nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from xmlbench.errors import UserError
+from xmlbench.registry import Registry
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What the command line passes to every benchmark; each uses the fields it needs."""
+
+    dataset: str = ""  # empty: the benchmark's own default
+    steps: int = 20  # training steps, for benchmarks that train
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def as_json(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=2)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    description: str
+    run: Callable[[BenchOptions], dict[str, Any]]
+    format: Callable[[dict[str, Any]], str] = as_json
+    default_dataset: str = ""  # shown in --help; empty when the benchmark takes no dataset
+
+
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
+
+
+def names() -> list[str]:
+    """Every benchmark's name, from the module names alone (nothing imported)."""
+    return sorted(info.name.replace("_", "-") for info in pkgutil.iter_modules(__path__))
+
+
+def get(name: str) -> Benchmark:
+    """Import the module of benchmark ``name`` and return what it registered (unknown name: UserError)."""
+    if name not in names():
+        raise UserError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(names())}")
+    importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
+    if name not in BENCHMARKS:
+        raise ValueError(f"module xmlbench.benchmarks.{name.replace('-', '_')} registers no benchmark {name!r}")
+    return BENCHMARKS.get(name)
+
+
+def load_all() -> Registry[Benchmark]:
+    """Import every benchmark module, so each registers itself (for listings with descriptions)."""
+    for name in names():
+        get(name)
+    return BENCHMARKS

@@ -1,0 +1,120 @@
+"""``xmlbench ablate``, ``baselines``, ``ensemble`` and ``ensemble-train``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from xmlbench.cli.train import add_train_arguments, command_line, options_from_args, print_metrics
+from xmlbench.errors import UserError
+
+
+def add_commands(sub) -> None:
+    ab = sub.add_parser("ablate", help="LightXML ablation: base, each variant, all together, over seeds")
+    add_train_arguments(ab)
+    ab.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    ab.add_argument("--variants-list", default="", help="variants to ablate (default: every registered one)")
+    ab.add_argument("--mode", choices=["flat", "clustered"], help="run every arm in this mode")
+    ab.add_argument("--root", help="results folder of the sweep (default results/DATASET/ablation-PRESET)")
+    ab.add_argument("--print-commands", action="store_true", help="print one command per arm and exit")
+    ab.add_argument("--jobs", type=int, default=1,
+                    help="arms run in parallel locally (the cores are split between them)")
+    ab.set_defaults(func=cmd_ablate, model="lightxml")
+    add_ensemble_commands(sub)
+    add_baseline_commands(sub)
+
+
+def cmd_ablate(args) -> int:
+    from xmlbench.data.dataset import open_dataset
+    from xmlbench.experiments import ablate
+    from xmlbench.models.lightxml.model import LightXMLConfig, resolve_mode
+    from xmlbench.models.lightxml.variants import VARIANTS
+
+    if args.model != "lightxml":
+        raise UserError("ablate compares LightXML variants; --model must be lightxml")
+    if args.seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    variants = [v for v in args.variants_list.split(",") if v] or VARIANTS.names()
+    for v in variants:
+        VARIANTS.canonical(v)
+    args.variants = None
+    template = options_from_args(args)
+    ds = open_dataset(args.dataset)
+    dataset_mode = resolve_mode(LightXMLConfig(mode=template.overrides.get("mode", "auto")), ds)
+    arms = ablate.plan_arms(dataset_mode, args.mode, variants)
+    root = Path(args.root) if args.root else Path("results") / Path(args.dataset).name / f"ablation-{args.preset}"
+    seeds = list(range(args.seeds))
+    if args.print_commands:
+        quiet = replace(template, progress=False)  # one scheduler job per line: no progress bars
+        for mode in sorted({a.mode for a in arms}):
+            for s in seeds:
+                print(command_line(ablate.init_options(quiet, mode, s, root), "init"))
+        for a in arms:
+            for s in seeds:
+                print(command_line(ablate.arm_options(quiet, a, s, root)))
+        return 0
+    runs = ablate.run_ablation(replace(template, out=""), arms, seeds, root, jobs=args.jobs,
+                               command_for=lambda opts: command_line(replace(opts, progress=False)))
+    print(ablate.write_tables(root, runs, arms, ds.name))
+    print(f"\ntables: {root / 'ablation.md'}  {root / 'ablation.csv'}")
+    return 0
+
+
+def add_ensemble_commands(sub) -> None:
+
+    ens = sub.add_parser("ensemble", help="combine finished runs the way the original did (sum of scores)")
+    ens.add_argument("runs", nargs="+", help="run folders")
+    ens.add_argument("--out", required=True)
+    ens.set_defaults(func=cmd_ensemble)
+
+    et = sub.add_parser("ensemble-train", help="train the original's three ensemble members, then combine")
+    add_train_arguments(et)
+    et.set_defaults(func=cmd_ensemble_train, model="lightxml")
+
+
+def cmd_ensemble(args) -> int:
+    from xmlbench.experiments.ensemble import ensemble_runs
+
+    record = ensemble_runs([Path(r) for r in args.runs], Path(args.out), args.command_line)
+    print_metrics(record)
+    return 0
+
+
+def cmd_ensemble_train(args) -> int:
+    from xmlbench.data.dataset import open_dataset
+    from xmlbench.experiments.ensemble import ensemble_runs, member_overrides
+    from xmlbench.models.lightxml.model import LightXMLConfig, resolve_mode
+    from xmlbench.runs.runner import run
+
+    template = options_from_args(args)
+    ds = open_dataset(args.dataset)
+    mode = resolve_mode(LightXMLConfig(mode=template.overrides.get("mode", "auto")), ds)
+    root = Path(args.out) if args.out else Path("runs") / Path(args.dataset).name / "ensemble" / f"seed{args.seed}"
+    members = []
+    for name, over in member_overrides(mode):
+        opts = replace(template, out=str(root / name), resume=True, overrides={**template.overrides, **over})
+        members.append(Path(run(opts)["run_dir"]))
+    record = ensemble_runs(members, root / "ensemble", args.command_line)
+    print_metrics(record)
+    return 0
+
+
+def add_baseline_commands(sub) -> None:
+
+    b = sub.add_parser("baselines", help="run every baseline on a dataset through the runner, then a table")
+    add_train_arguments(b)
+    b.add_argument("--root", help="results folder (default runs/DATASET/baselines)")
+    b.set_defaults(func=cmd_baselines, model="baselines")
+
+
+def cmd_baselines(args) -> int:
+    from xmlbench.experiments.baselines import run_baselines
+    from xmlbench.results.table import build_table, render
+
+    template = options_from_args(args)
+    root = Path(args.root) if args.root else Path("runs") / Path(args.dataset).name / "baselines"
+    runs, skipped = run_baselines(template, root)
+    print(render(build_table(runs, reference=True), "md"))
+    for s in skipped:
+        print(f"skipped: {s}")
+    return 0

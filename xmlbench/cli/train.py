@@ -1,0 +1,155 @@
+"""``xmlbench train``, ``predict`` and ``init``; the run options' parser and its inverse.
+
+``options_to_argv`` turns ``RunOptions`` back into the command line that reproduces them (used by
+``ablate --print-commands`` and ``--jobs``). It lives beside ``add_train_arguments`` so the two cannot
+drift, and a test parses its output back and compares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from xmlbench.errors import UserError
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("train", help="train and evaluate one model on one dataset, writing a run record")
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="reload a finished run's model and predict/evaluate a dataset")
+    p.add_argument("run_dir")
+    p.add_argument("--dataset", help="dataset to predict (default: the run's dataset)")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--out", help="write predictions.npz here (default: only print metrics)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    init = sub.add_parser("init", help="save the untrained weights a run would start from (for --init-from)")
+    add_train_arguments(init)
+    init.set_defaults(func=cmd_init)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", help="registered name, synthetic preset (e.g. synth-eurlex4k) or folder")
+    p.add_argument("--model", default="lightxml", help="registered model (xmlbench list models)")
+    p.add_argument("--encoder", help="encoder for neural models (registered name, folder or hub id)")
+    p.add_argument("--variants", help="comma-separated LightXML variants, e.g. se,loss-correction")
+    p.add_argument("--preset", default="default", help="named preset of the model (e.g. default, smoke)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run folder (default runs/DATASET/MODEL.../seedN)")
+    p.add_argument("--config", dest="config_file", help="JSON or TOML file with model config keys")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model config key (repeatable), e.g. --set epochs=3")
+    p.add_argument("--select-on", choices=["valid", "test"], default="valid",
+                   help="split that chooses the checkpoint; 'test' reproduces the original (unfair) protocol")
+    p.add_argument("--valid-size", type=float, default=0.1, help="fraction (<1) or count carved from train")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--init-from", help="start from the weights saved in this run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def options_from_args(args, **extra):
+    from xmlbench.config import parse_overrides
+    from xmlbench.runs.runner import RunOptions
+
+    overrides = parse_overrides(args.overrides)
+    if args.encoder:
+        overrides["encoder"] = args.encoder
+    if args.variants:
+        overrides["variants"] = [v for v in args.variants.split(",") if v]
+    fields = dict(
+        dataset=args.dataset,
+        model=args.model,
+        seed=args.seed,
+        valid_size=args.valid_size,
+        select_on=args.select_on,
+        preset=args.preset,
+        out=args.out or "",
+        resume=args.resume,
+        init_from=args.init_from or "",
+        progress=not args.no_progress,
+        overrides=overrides,
+        config_file=args.config_file or "",
+        command=args.command_line,
+    )
+    fields.update(extra)
+    return RunOptions(**fields)
+
+
+def options_to_argv(opts, command: str = "train") -> list[str]:
+    """The ``xmlbench COMMAND ...`` arguments that ``options_from_args`` turns back into ``opts``."""
+    from xmlbench.config import to_dict
+
+    args = [command, opts.dataset, "--model", opts.model, "--preset", opts.preset, "--seed", str(opts.seed),
+            "--valid-size", str(opts.valid_size)]
+    if opts.out:
+        args += ["--out", opts.out]
+    if opts.select_on != "valid":
+        args += ["--select-on", opts.select_on]
+    if opts.resume:
+        args.append("--resume")
+    if not opts.progress:
+        args.append("--no-progress")
+    if opts.init_from:
+        args += ["--init-from", opts.init_from]
+    if opts.config_file:
+        args += ["--config", opts.config_file]
+    for key, value in _flatten(to_dict(opts.overrides)):
+        if key == "variants":
+            if value:
+                args += ["--variants", ",".join(value)]
+            continue
+        args += ["--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    return args
+
+
+def command_line(opts, command: str = "train") -> str:
+    """``options_to_argv`` as one shell command running this interpreter's xmlbench."""
+    return " ".join(shlex.quote(a) for a in [sys.executable, "-m", "xmlbench", *options_to_argv(opts, command)])
+
+
+def _flatten(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def cmd_train(args) -> int:
+    from xmlbench.runs.runner import run
+
+    record = run(options_from_args(args))
+    print_metrics(record)
+    return 0
+
+
+def print_metrics(record: dict) -> None:
+    keys = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5")
+    for split, m in record["metrics"].items():
+        vals = "  ".join(f"{k} {m[k]:.2f}" for k in keys if k in m)
+        print(f"{record['model']} on {record['dataset']['name']} [{split}]: {vals}")
+    print(f"run folder: {record['run_dir']}  (fit {record['timing_s'].get('fit', 0):.1f} s)")
+
+
+def cmd_predict(args) -> int:
+    from xmlbench.runs.predict import predict_run
+
+    metrics = predict_run(Path(args.run_dir), args.dataset, args.split, args.out, not args.no_progress)
+    print(json.dumps(metrics))
+    return 0
+
+
+def cmd_init(args) -> int:
+    from xmlbench.runs.runner import save_initial_weights
+
+    if not args.out:
+        raise UserError("init needs --out FILE (where the initial weights go)")
+    path = save_initial_weights(options_from_args(args), Path(args.out))
+    print(path)
+    return 0

@@ -1,0 +1,284 @@
+"""The training loop shared by every neural model (LightXML, its variants, the neural baselines).
+
+Reads top to bottom: restore or start; for each epoch, for each batch, ``train_step``; every
+``eval_every`` steps (and at each epoch end) ``evaluate`` on the selection split and keep the best
+weights; checkpoint at step boundaries so a killed run resumes exactly where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xmlbench.engine import checkpoint as ckpt
+from xmlbench.engine import distributed as dist
+from xmlbench.engine.batches import Batch, chunk, epoch_order
+from xmlbench.engine.swa import SWA
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+HISTORY = "history.jsonl"
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimiser steps taken
+    epoch: int = 0  # current epoch
+    batch: int = 0  # next batch within the epoch
+    best_score: float = -1.0
+    best_step: int = -1
+    best_epoch: int = -1
+    done: bool = False
+    train_seconds: float = 0.0  # wall time spent training up to the last checkpoint, over every resume
+
+
+@dataclass
+class Trainable:
+    """What the loop needs from a model, nothing more."""
+
+    net: nn.Module
+    loss: Callable[[nn.Module, Batch], torch.Tensor]  # training loss of a batch (net in train mode)
+    evaluate: Callable[[], dict[str, float]]  # metrics on the selection split (net in eval mode)
+    param_groups: Callable[[nn.Module], list[dict[str, Any]]]
+    n_train: int  # training documents
+    batches_for: Callable[[list[np.ndarray], bool], Any]  # (row chunks, pin memory) -> iterable of Batch
+    extra_state: Callable[[], dict[str, Any]] = dict  # extra entries for checkpoints (the resolved config)
+
+
+@dataclass(frozen=True)
+class Session:
+    """Where and how this training session runs."""
+
+    run_dir: Path  # resumable checkpoint, best weights and history go here
+    seed: int  # the epoch order is a function of (seed, epoch)
+    resume: bool = False
+    log: Callable[[str], None] = print
+    progress: bool = True
+
+
+def device_for(cfg) -> torch.device:
+    if cfg.device != "auto":
+        return torch.device(cfg.device)
+    return dist.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+class Precision:
+    """Autocast policy: bf16 on GPUs that have it, else fp16 with a gradient scaler; fp32 on CPU."""
+
+    def __init__(self, amp: str, device: torch.device) -> None:
+        on_gpu = device.type == "cuda"
+        if amp == "auto":
+            amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "off"
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+        self.device_type = device.type
+        self.name = amp
+        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and on_gpu else None
+
+    def autocast(self):
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
+    """Train ``model.net`` in place and leave the selected weights in it; returns selection facts and
+    the final optimiser state (``optimizer_state``)."""
+    run_dir, seed, log = session.run_dir, session.seed, session.log
+    device = device_for(cfg)
+    if device.type == "cuda" and cfg.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    net = model.net.to(device)
+    optimizer = make_optimizer(model.param_groups(net), cfg.lr, device)
+    trained = dist.wrap(net, device)  # DistributedDataParallel under torchrun, else the net itself
+    if cfg.compile:
+        trained = torch.compile(trained)
+    precision = Precision(cfg.amp, device)
+    swa = SWA()
+    state = TrainState()
+    if session.resume and (run_dir / CHECKPOINT).is_file():
+        state = _restore(run_dir / CHECKPOINT, net, optimizer, swa, precision)
+        log(f"resumed at epoch {state.epoch}, batch {state.batch}, step {state.step}")
+
+    # A resumed run reports its whole training time: the earlier sessions up to their last checkpoint
+    # (a killed session's time after it is dropped; that work is redone here) plus this one.
+    clock = _TrainClock(state.train_seconds)
+    history = open(run_dir / HISTORY, "a", encoding="utf-8") if dist.is_main() else open(os.devnull, "w")
+    stop = state.done
+    while not stop and state.epoch < cfg.epochs:
+        if state.epoch >= cfg.swa_warmup >= 0 and not swa.active:
+            swa.fold(net)  # LightXML starts the average from the weights at the start of swa_warmup
+        chunks = epoch_batches(model.n_train, seed, state.epoch, cfg.batch_size)
+        batches_per_epoch = len(chunks)
+        data = model.batches_for(chunks[state.batch :], device.type == "cuda")
+        bar = _bar(batches_per_epoch, state.batch, f"epoch {state.epoch + 1}/{cfg.epochs}",
+                   session.progress and dist.is_main())
+        net.train()
+        for batch in data:
+            loss = train_step(trained, model.loss, batch.to(device, non_blocking=True), precision, cfg.accumulate)
+            state.batch += 1
+            bar.update(1)
+            if state.batch % cfg.accumulate and state.batch != batches_per_epoch:
+                continue  # still accumulating gradients
+            optimizer_step(net, optimizer, precision)
+            state.step += 1
+            if swa.active and state.step % cfg.swa_step == 0:
+                swa.fold(net)
+            docs_s = (bar.format_dict["rate"] or 0) * cfg.batch_size  # global batch
+            bar.set_postfix(loss=f"{loss:.4f}", docs_s=f"{docs_s:.0f}")
+            history.write(json.dumps({"step": state.step, "epoch": state.epoch, "loss": loss}) + "\n")
+            if cfg.eval_every and state.step % cfg.eval_every == 0:
+                _select(model, net, swa, state, run_dir, cfg, history, log)
+                net.train()
+            stop = bool(cfg.max_steps) and state.step >= cfg.max_steps
+            if stop or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
+                state.train_seconds = clock.total()
+                _checkpoint(run_dir, net, optimizer, swa, precision, state, model)
+            if stop:
+                break
+        bar.close()
+        if not stop:
+            state.epoch, state.batch = state.epoch + 1, 0
+        _select(model, net, swa, state, run_dir, cfg, history, log)
+        state.done = stop or state.epoch >= cfg.epochs
+        state.train_seconds = clock.total()
+        _checkpoint(run_dir, net, optimizer, swa, precision, state, model)
+    history.close()
+    return {**_finish(model, net, swa, state, run_dir), "optimizer_state": optimizer.state_dict()}
+
+
+class _TrainClock:
+    """Training wall time carried over from earlier sessions plus this session's."""
+
+    def __init__(self, carried: float) -> None:
+        self.carried = carried
+        self.started = time.perf_counter()
+
+    def total(self) -> float:
+        return self.carried + time.perf_counter() - self.started
+
+
+def make_optimizer(groups: list[dict], lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; on a GPU the fused kernel (one launch for all parameters instead of several per tensor)."""
+    return torch.optim.AdamW(groups, lr=lr, eps=1e-8, fused=device.type == "cuda")
+
+
+def epoch_batches(n_train: int, seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:
+    """Global batches of ``batch_size`` rows in the epoch's order; under torchrun each rank keeps its share
+    of every one (a last batch too small to give every rank a row is dropped)."""
+    chunks = chunk(epoch_order(n_train, seed, epoch), batch_size)
+    if dist.world_size() > 1:
+        chunks = [dist.shard_of_batch(c) for c in chunks if len(c) >= dist.world_size()]
+    return chunks
+
+
+def train_step(net: nn.Module, loss_fn, batch: Batch, precision: Precision, accumulate: int) -> float:
+    with precision.autocast():
+        loss = loss_fn(net, batch) / accumulate
+    if precision.scaler is not None:
+        precision.scaler.scale(loss).backward()
+    else:
+        loss.backward()
+    return float(loss.detach()) * accumulate
+
+
+def optimizer_step(net: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision) -> None:
+    if precision.scaler is not None:
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _select(model: Trainable, net, swa: SWA, state: TrainState, run_dir: Path, cfg, history, log) -> None:
+    """Evaluate on the selection split with the averaged weights; keep them if they are the best so far."""
+    net.eval()
+    with swa.swapped_in(net):
+        metrics = model.evaluate()
+        if not metrics:
+            return
+        score = metrics[cfg.select_metric]
+        improved = score > state.best_score
+        if improved:
+            state.best_score, state.best_step, state.best_epoch = score, state.step, state.epoch
+            if dist.is_main():
+                ckpt.save(run_dir / BEST, {"net": net.state_dict()})
+    history.write(json.dumps({"step": state.step, "epoch": state.epoch, "split": "select", "metrics": metrics})
+                  + "\n")
+    history.flush()
+    shown = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k in ("P@1", "P@3", "P@5"))
+    if dist.is_main():
+        log(f"step {state.step} epoch {state.epoch}: {shown}{'  (best)' if improved else ''}")
+
+
+def _finish(model: Trainable, net, swa: SWA, state: TrainState, run_dir: Path) -> dict[str, Any]:
+    """Leave the selected weights in the net: the best evaluated ones, else the (averaged) final ones."""
+    dist.barrier()  # rank 0 has written the best weights
+    if (run_dir / BEST).is_file() and state.best_step >= 0:
+        net.load_state_dict(ckpt.load(run_dir / BEST)["net"])
+    elif swa.active:
+        with torch.no_grad():
+            params = dict(net.named_parameters())
+            for n, m in swa.mean.items():
+                params[n].copy_(m.to(params[n].dtype))
+    net.eval()
+    return {"best_step": state.best_step, "best_epoch": state.best_epoch, "best_score": state.best_score,
+            "steps": state.step, "swa_models": swa.n_models, "train_seconds": state.train_seconds}
+
+
+def _checkpoint(run_dir: Path, net, optimizer, swa: SWA, precision: Precision, state: TrainState,
+                model: Trainable) -> None:
+    rngs = dist.gather_objects(ckpt.rng_state())  # every rank's RNG, so each resumes its own stream
+    if not dist.is_main():
+        return
+    ckpt.save(run_dir / CHECKPOINT, {
+        "net": net.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict(),
+        "swa_state": swa.state_dict(),
+        "scaler": precision.scaler.state_dict() if precision.scaler else {},
+        "train_state": asdict(state),
+        "rng": rngs[0],
+        "rng_per_rank": rngs,
+        **model.extra_state(),
+    })
+
+
+def _restore(path: Path, net, optimizer, swa: SWA, precision: Precision) -> TrainState:
+    saved = ckpt.load(path)
+    net.load_state_dict(saved["net"])
+    optimizer.load_state_dict(saved["optimizer_state_dict"])
+    swa.load_state_dict(saved["swa_state"])
+    if precision.scaler and saved.get("scaler"):
+        precision.scaler.load_state_dict(saved["scaler"])
+    per_rank = saved.get("rng_per_rank") or [saved["rng"]]
+    if len(per_rank) != dist.world_size():
+        raise RuntimeError(f"{path} was written by {len(per_rank)} process(es); resume with the same number")
+    ckpt.set_rng_state(per_rank[dist.rank()])
+    return TrainState(**saved["train_state"])
+
+
+def _bar(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, unit="batch", leave=False)
+
+
+def make_param_groups(named: list[tuple[str, nn.Parameter]], lr: float, weight_decay: float) -> list[dict]:
+    """AdamW groups as in LightXML: weight decay except on biases and LayerNorm weights."""
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight")
+    decay = [p for n, p in named if p.requires_grad and not any(nd in n for nd in no_decay)]
+    rest = [p for n, p in named if p.requires_grad and any(nd in n for nd in no_decay)]
+    return [g for g in ({"params": decay, "weight_decay": weight_decay, "lr": lr},
+                        {"params": rest, "weight_decay": 0.0, "lr": lr}) if g["params"]]
+

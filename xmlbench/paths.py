@@ -1,0 +1,35 @@
+"""Where xmlbench keeps things on disk, computed in one place.
+
+The checkout root holds ``datasets/`` (manifests and unpacked data) and ``cache/`` (token caches,
+clusters); ``XMLBENCH_DATASETS`` and ``XMLBENCH_CACHE`` move them elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CHECKOUT_ROOT = Path(__file__).resolve().parents[1]  # the folder holding the ``xmlbench`` package
+
+
+def cache_dir() -> Path:
+    """Token caches, label clusters and other reusable intermediate files: $XMLBENCH_CACHE, else cache/."""
+    env = os.environ.get("XMLBENCH_CACHE")
+    return Path(env) if env else CHECKOUT_ROOT / "cache"
+
+
+def datasets_dir() -> Path:
+    """Where manifests and data live: $XMLBENCH_DATASETS, else the checkout's ``datasets/``."""
+    env = os.environ.get("XMLBENCH_DATASETS")
+    if env:
+        return Path(env)
+    repo = CHECKOUT_ROOT / "datasets"
+    if repo.is_dir():
+        return repo
+    return Path.cwd() / "datasets"
+
+
+def manifests_dir() -> Path:
+    """Manifests ship with the checkout even when data is elsewhere."""
+    repo = CHECKOUT_ROOT / "datasets"
+    return repo if repo.is_dir() else datasets_dir()

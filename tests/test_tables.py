@@ -351,7 +351,9 @@ def test_ablation_table_delta_ttest_and_bootstrap(tmp_path: Path) -> None:
     mean_b, mean_s = base.values["P@5 mean"].mean, se.values["P@5 mean"].mean
     assert se.values["P@5 delta"] == pytest.approx(mean_s - mean_b)
     assert base.cells["P@5 delta"] == "(base)"
-    assert se.values["P@5 p"]["n"] == 3 and se.values["P@5 p"]["p"] < 0.05
+    assert se.values["P@5 p"]["n"] == 3 and se.values["P@5 p"]["p_holm"] < 0.01
+    assert se.values["P@5 p"]["p_holm"] == se.values["P@5 p"]["p"]  # one arm: Holm changes nothing
+    assert se.cells["P@5 Δ"] == f"{mean_s - mean_b:+.2f}**"
     lo, hi = se.values["P@5 delta 95% CI"]["ci95"]
     assert mean_s - mean_b == pytest.approx(TRUE_DELTA)
     assert lo < TRUE_DELTA < hi and hi - lo < 3
@@ -359,7 +361,10 @@ def test_ablation_table_delta_ttest_and_bootstrap(tmp_path: Path) -> None:
     assert se.values["fit s"] == pytest.approx(101.0)
     assert "P@5 mean" in se.best
     md = render(t, "md")
-    assert "| arm | P@1 mean | P@1 delta | P@1 p |" in md
+    assert "| arm | n | P@1 mean | P@1 Δ | P@5 mean | P@5 Δ |" in md
+    assert "| arm | P@1 p | P@5 p | P@5 delta 95% CI | params | fit s |" in md  # the second, compact table
+    header = next(csv.reader(io.StringIO(render(t, "csv"))))
+    assert "P@5 delta" in header and "P@5 p unadjusted" in header and "P@5 Δ" not in header
 
 
 def test_ablation_needs_the_base_and_one_test_set(tmp_path: Path) -> None:
@@ -376,7 +381,128 @@ def test_ttest_is_skipped_with_one_matching_seed(tmp_path: Path) -> None:
     b = make_run(tmp_path, "b", seed=0, variants=("se",), test=p(81.0))
     t = ablation_table({"base": [a], "se": [b]}, metrics=["P@1"])
     assert t.row("se").values["P@1 p"]["p"] is None
-    assert t.row("se").cells["P@1 p"] == "n/a (1 paired seeds)"
+    assert t.row("se").cells["P@1 p"] == "n<3"
+
+
+def _seeded_arms(root: Path, base: list[float], arms: dict[str, list[float]]) -> dict[str, list[Path]]:
+    """Run folders with the given P@1 per seed for the base and each arm (same seeds, same test set)."""
+    dirs = {"base": [make_run(root, f"base{s}", seed=s, test=p(v)) for s, v in enumerate(base)]}
+    for name, values in arms.items():
+        dirs[name] = [make_run(root, f"{name}{s}", seed=s, variants=(name,), test=p(v))
+                      for s, v in enumerate(values)]
+    return dirs
+
+
+def test_two_seeds_print_n_lt_3_not_a_p_value(tmp_path: Path) -> None:
+    # Deltas 1.48 and 1.48 (equal up to rounding): the old table printed a p of about 1e-16 here.
+    dirs = _seeded_arms(tmp_path, [49.9, 50.3], {"lc": [51.38, 51.78], "se": [42.0, 45.0]})
+    t = ablation_table(dirs, metrics=["P@1"])
+    for arm in ("lc", "se"):
+        assert t.row(arm).values["P@1 p"]["p"] is None and t.row(arm).cells["P@1 p"] == "n<3"
+    assert t.row("lc").cells["P@1 Δ"] == "+1.48 (n<3)" and t.row("se").cells["P@1 Δ"] == "-6.60 (n<3)"
+    md = render(t, "md")
+    assert "e-" not in md.split("Notes:")[0]  # no p-value anywhere in the tables
+    assert "no arm had a test" in " ".join(t.notes)
+
+
+def test_identical_deltas_over_three_seeds_are_na(tmp_path: Path) -> None:
+    # +1.48 on every seed: the float deltas spread by ~4e-15 and scipy's p is ~1e-30, a meaningless claim.
+    dirs = _seeded_arms(tmp_path, [49.9, 50.3, 49.5], {"lc": [51.38, 51.78, 50.98]})
+    t = ablation_table(dirs, metrics=["P@1"])
+    assert t.row("lc").values["P@1 p"]["p"] is None
+    assert t.row("lc").cells["P@1 p"] == "n/a" and t.row("lc").cells["P@1 Δ"] == "+1.48 (n/a)"
+    assert any("1e-9 x max(1, |mean difference|)" in n for n in t.notes)
+
+
+def test_p_values_are_holm_adjusted_across_arms_per_metric(tmp_path: Path) -> None:
+    from scipy import stats
+
+    base = [50.0, 51.0, 49.0]
+    arms = {"a": [52.0, 53.1, 50.9], "b": [50.5, 51.8, 49.4], "c": [50.1, 50.7, 49.3]}
+    t = ablation_table(_seeded_arms(tmp_path, base, arms), metrics=["P@1", "P@3"])
+    raw = {n: stats.ttest_rel(v, base).pvalue for n, v in arms.items()}
+    # By hand: m = 3 arms; sorted ascending, multiply by 3, 2, 1 and keep the running maximum.
+    (n1, p1), (n2, p2), (n3, p3) = sorted(raw.items(), key=lambda kv: kv[1])
+    expected = {n1: 3 * p1, n2: max(3 * p1, 2 * p2), n3: max(3 * p1, 2 * p2, p3)}
+    for name in arms:
+        test = t.row(name).values["P@1 p"]
+        assert test["p"] == pytest.approx(raw[name])
+        assert test["p_holm"] == pytest.approx(min(1, expected[name]))
+    assert raw["a"] < 0.01 and 0.01 < raw["b"] < 0.05 < expected["b"]  # b is significant only unadjusted
+    assert t.row("a").cells["P@1 Δ"] == "+2.00**"
+    assert t.row("b").cells["P@1 Δ"] == "+0.57"  # no star once corrected for the three arms
+    assert t.row("b").cells["P@1 p unadjusted"] == f"{raw['b']:.3f}"
+    assert t.row("a").cells["P@3 p"] == "n/a"  # P@3 is 70.0 everywhere: its own family, and no spread
+    notes = " ".join(t.notes)
+    assert "Holm-Bonferroni-adjusted across the arms with a test (P@1: 3, P@3: 0), per metric" in notes
+    assert "* p<0.05, ** p<0.01 after Holm" in notes
+
+
+def test_ablation_default_columns_fit_a_page(tmp_path: Path) -> None:
+    dirs = _seeded_arms(tmp_path, [50.0, 51.0, 49.0], {"se": [52.0, 53.1, 50.9]})
+    t = ablation_table(dirs)
+    assert [c.key for c in t.printed_columns()] == [
+        "n", "P@1 mean", "P@1 Δ", "P@3 mean", "P@3 Δ", "P@5 mean", "P@5 Δ", "PSP@5 mean", "PSP@5 Δ"]
+    assert [c.key for c in t.detail_columns()] == [
+        "P@1 p", "P@3 p", "P@5 p", "PSP@5 p", "P@5 delta 95% CI", "params", "fit s"]
+    md = render(t, "md")
+    assert "nDCG@5" not in md
+    assert max(len(line.split(" | ")) for line in md.splitlines() if line.startswith("|")) == 10
+    assert t.row("se").cells["P@1 mean"] == "52.00 ± 1.10"  # n has its own column
+    other = ablation_table(dirs, metrics=["P@1", "nDCG@5"])
+    assert [c.key for c in other.printed_columns()] == ["n", "P@1 mean", "P@1 Δ", "nDCG@5 mean", "nDCG@5 Δ"]
+
+
+def _ablation_sweep(root: Path) -> tuple[dict[str, list[Path]], list, sp.csr_matrix]:
+    from xmlbench.experiments.ablate import Arm
+
+    dirs, truth = arm_runs(root / "runs", n_docs=300)
+    return dirs, [Arm("base", (), "clustered"), Arm("se", ("se",), "clustered")], truth
+
+
+def test_write_tables_writes_the_delta_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from xmlbench.experiments.ablate import write_tables
+
+    dirs, arms, truth = _ablation_sweep(tmp_path)
+    md = write_tables(tmp_path / "sweep", dirs, arms, "synth", truth_loader=lambda _: truth)
+    png, pdf = tmp_path / "sweep" / "ablation-deltas.png", tmp_path / "sweep" / "ablation-deltas.pdf"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+    assert "](ablation-deltas.png)" in md and md == (tmp_path / "sweep" / "ablation.md").read_text()[:-1]
+    assert "| arm | n | P@1 mean | P@1 Δ | P@3 mean |" in md  # the default metrics
+    assert "plot: ablation-deltas.png" in (tmp_path / "sweep" / "ablation.csv").read_text()
+
+
+def test_write_tables_without_matplotlib_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from xmlbench.experiments.ablate import write_tables
+
+    for name in ("matplotlib", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)  # what a missing package looks like to an import
+    dirs, arms, truth = _ablation_sweep(tmp_path)
+    md = write_tables(tmp_path / "sweep", dirs, arms, "synth", metrics=["P@1"], truth_loader=lambda _: truth)
+    assert not list((tmp_path / "sweep").glob("ablation-deltas*"))
+    assert "delta plot ablation-deltas.png skipped: matplotlib is not installed" in md
+    assert "P@3" not in md.split("Notes:")[0]
+
+
+def test_ablate_cli_passes_metrics_to_the_tables(tiny_dataset: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    from xmlbench.cli import main
+    from xmlbench.experiments import ablate
+
+    seen = []
+    monkeypatch.setattr(ablate, "run_ablation", lambda *a, **k: {})
+    monkeypatch.setattr(ablate, "write_tables", lambda *a, metrics=None, **k: seen.append(metrics) or "")
+    common = ["ablate", str(tiny_dataset), "--seeds", "1", "--mode", "clustered", "--variants-list", "se",
+              "--root", str(tmp_path / "sweep")]
+    assert main(common + ["--metrics", "P@1,nDCG@5"]) == 0
+    assert main(common) == 0
+    assert seen == [["P@1", "nDCG@5"], None]  # None: the table's default columns
+    assert main(common + ["--metrics", "P@1,Q@5"]) == 2  # refused before anything trains
+    assert "unknown metric 'Q'" in capsys.readouterr().err
 
 
 def test_ablation_says_when_runs_trained_on_different_hardware(tmp_path: Path) -> None:
@@ -471,6 +597,8 @@ def test_plots_write_pngs(tmp_path: Path) -> None:
         plot_label_deciles(dirs, truth, label_counts, out / "deciles.png"),
         plot_training_curves(dirs["base"] + dirs["se"], out / "curves.png"),
         plot_ablation_deltas(dirs, out / "ablation.png"),
+        plot_ablation_deltas(dirs, out / "ablation-all.png", metrics=["P@1", "P@3", "P@5"]),
     ]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_ablation_deltas(dirs, out / "ablation.pdf").read_bytes()[:5] == b"%PDF-"

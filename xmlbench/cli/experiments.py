@@ -19,12 +19,15 @@ def add_commands(sub) -> None:
     ab.add_argument("--print-commands", action="store_true", help="print one command per arm and exit")
     ab.add_argument("--jobs", type=int, default=1,
                     help="arms run in parallel locally (the cores are split between them)")
+    ab.add_argument("--metrics", default="",
+                    help="table and plot metrics, e.g. P@1,nDCG@5 (default: P@1,P@3,P@5,PSP@5)")
     ab.set_defaults(func=cmd_ablate, model="lightxml")
     add_ensemble_commands(sub)
     add_baseline_commands(sub)
 
 
 def cmd_ablate(args) -> int:
+    from xmlbench.cli.results import metric_keys
     from xmlbench.data.dataset import open_dataset
     from xmlbench.experiments import ablate
     from xmlbench.models.lightxml.model import LightXMLConfig, resolve_mode
@@ -34,6 +37,7 @@ def cmd_ablate(args) -> int:
         raise UserError("ablate compares LightXML variants; --model must be lightxml")
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
+    metrics = metric_keys(args.metrics) if args.metrics.strip() else None  # checked before any training
     variants = [v for v in args.variants_list.split(",") if v] or VARIANTS.names()
     for v in variants:
         VARIANTS.canonical(v)
@@ -55,7 +59,7 @@ def cmd_ablate(args) -> int:
         return 0
     runs = ablate.run_ablation(replace(template, out=""), arms, seeds, root, jobs=args.jobs,
                                command_for=lambda opts: command_line(replace(opts, progress=False)))
-    print(ablate.write_tables(root, runs, arms, ds.name))
+    print(ablate.write_tables(root, runs, arms, ds.name, metrics=metrics))
     print(f"\ntables: {root / 'ablation.md'}  {root / 'ablation.csv'}")
     return 0
 

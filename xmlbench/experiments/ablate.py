@@ -128,28 +128,71 @@ def init_options(template: RunOptions, mode: str, seed: int, root: Path) -> RunO
                    out=str(init_path(root, mode, seed)), init_from="", resume=False, model="lightxml")
 
 
-def write_tables(root: Path, runs_by_arm: dict[str, list[Path]], arms: list[Arm], dataset_name: str) -> str:
-    """The comparison table(s): one per base (flat and clustered bases are never mixed)."""
-    from xmlbench.data.dataset import open_dataset
+def write_tables(
+    root: Path,
+    runs_by_arm: dict[str, list[Path]],
+    arms: list[Arm],
+    dataset_name: str,
+    metrics: list[str] | None = None,
+    truth_loader: Callable[[str], object] | None = None,
+) -> str:
+    """The comparison table(s), one per base (flat and clustered bases are never mixed), in ablation.md and
+    ablation.csv, and each table's delta plot beside them: ablation-deltas.png and .pdf (with several bases
+    ablation-deltas-BASE.png), skipped with a note when matplotlib is missing. ``metrics`` defaults to the
+    table's (P@1, P@3, P@5, PSP@5); ``truth_loader`` to the test labels of the dataset each record names."""
     from xmlbench.io import write_text
-    from xmlbench.results.table import ablation_table, render
+    from xmlbench.results.table import ABLATION_METRICS, ablation_table, render
 
-    truth_cache: dict[str, object] = {}
-
-    def truth_loader(path: str):
-        if path not in truth_cache:
-            truth_cache[path] = open_dataset(path).test.labels
-        return truth_cache[path]
-
+    metrics = metrics or ABLATION_METRICS
+    if truth_loader is None:
+        truth_loader = _test_labels_loader()
+    bases = [a for a in arms if not a.variants]
     parts_md, parts_csv = [], []
-    for base in [a for a in arms if not a.variants]:
+    for base in bases:
         group = {a.name: runs_by_arm[a.name] for a in arms if a.mode == base.mode}
         title = (f"{dataset_name}: LightXML ablation, {base.mode} mode "
-                 f"(test split, checkpoints selected on valid; delta = arm - {base.name})")
-        table = ablation_table(group, base=base.name, title=title, truth_loader=truth_loader)
-        parts_md.append(render(table, "md"))
+                 f"(test split, checkpoints selected on valid; Δ = arm - {base.name})")
+        table = ablation_table(group, base=base.name, title=title, metrics=metrics, truth_loader=truth_loader)
+        png = root / ("ablation-deltas.png" if len(bases) == 1 else f"ablation-deltas-{base.name}.png")
+        figure = ""
+        if len(group) < 2:
+            table.notes.append("no arm besides the base: no delta plot.")
+        elif not _have_matplotlib():
+            table.notes.append(f"delta plot {png.name} skipped: matplotlib is not installed "
+                               "(pip install matplotlib).")
+        else:
+            from xmlbench.results.plots import plot_ablation_deltas
+
+            plot_ablation_deltas(group, png, base=base.name, metrics=metrics, pdf=True,
+                                 title=f"{dataset_name}, {base.mode} mode")
+            table.notes.append(f"plot: {png.name} (and {png.with_suffix('.pdf').name}): per metric, each "
+                               "arm's mean per-seed delta to the base, ± sample std over paired seeds.")
+            figure = f"\n![Δ per arm and metric, {base.mode} mode]({png.name})\n"
+        parts_md.append(render(table, "md") + figure)
         parts_csv.append(render(table, "csv"))
     md = "\n\n".join(parts_md)
     write_text(root / "ablation.md", md + "\n")
     write_text(root / "ablation.csv", "\n".join(parts_csv))
     return md
+
+
+def _test_labels_loader() -> Callable[[str], object]:
+    """Test labels by dataset path, each dataset opened once."""
+    from xmlbench.data.dataset import open_dataset
+
+    cache: dict[str, object] = {}
+
+    def load(path: str):
+        if path not in cache:
+            cache[path] = open_dataset(path).test.labels
+        return cache[path]
+
+    return load
+
+
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib.figure  # noqa: F401  (the plots build on it)
+    except ImportError:
+        return False
+    return True

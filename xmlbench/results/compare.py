@@ -1,5 +1,7 @@
 """Compare two sets of runs of one test set: per metric mean A, mean B, their difference, a paired t-test
-over the seeds both sets ran, and a paired bootstrap over test documents from the saved predictions.
+over the seeds both sets ran (only from 3 paired seeds on, and never on differences without spread), and
+a paired bootstrap over test documents from the saved predictions. ``holm_adjust`` corrects a family of
+p-values (the arms of an ablation) for multiple comparisons.
 
 Also home of what tables and plots share: ``Run`` (a finished run folder and its record), the system name a
 record stands for, and per-document scores recomputed from ``predictions.npz``. Per-document scores follow
@@ -217,19 +219,62 @@ def bootstrap_mean_ci(
     return float(lo), float(hi)
 
 
+MIN_TTEST_SEEDS = 3  # two paired seeds leave one degree of freedom: a p-value from them claims too much
+# Paired differences count as having no spread when their sample std is <= ZERO_SPREAD_RTOL * max(1, |mean|).
+# Seeds whose deltas agree up to float rounding (std ~1e-14 on metrics in percent) would otherwise give a
+# huge t and a p such as 1e-16, which the data cannot support. The bound grows with |mean| because rounding
+# error grows with the numbers; the floor of 1 (one point: metrics are in percent) keeps it above 0 for
+# deltas near 0.
+ZERO_SPREAD_RTOL = 1e-9
+
+
 def paired_ttest(a_by_seed: dict[Any, float], b_by_seed: dict[Any, float]) -> dict[str, Any]:
-    """Paired t-test of b - a over the seeds both have; ``p`` is None when fewer than 2 seeds match."""
+    """Two-sided paired t-test of b - a over the seeds both have.
+
+    ``p`` is None with ``reason`` "n<3" below ``MIN_TTEST_SEEDS`` matching seeds, or "no variance" when
+    the differences have (near-)zero spread (see ``ZERO_SPREAD_RTOL``); ``reason`` is None otherwise."""
     from scipy import stats
 
     seeds = sorted(set(a_by_seed) & set(b_by_seed), key=str)
-    out: dict[str, Any] = {"seeds": seeds, "n": len(seeds), "t": None, "p": None}
-    if len(seeds) >= 2:
-        a = np.array([a_by_seed[s] for s in seeds])
-        b = np.array([b_by_seed[s] for s in seeds])
-        with warnings.catch_warnings():  # identical differences give nan; reported as such, not as a warning
-            warnings.simplefilter("ignore", RuntimeWarning)
-            res = stats.ttest_rel(b, a)
-        out["t"], out["p"] = _finite(res.statistic), _finite(res.pvalue)
+    out: dict[str, Any] = {"seeds": seeds, "n": len(seeds), "t": None, "p": None, "reason": None}
+    if len(seeds) < MIN_TTEST_SEEDS:
+        out["reason"] = f"n<{MIN_TTEST_SEEDS}"
+        return out
+    a = np.array([a_by_seed[s] for s in seeds], dtype=np.float64)
+    b = np.array([b_by_seed[s] for s in seeds], dtype=np.float64)
+    diff = b - a
+    if not np.isfinite(diff).all() or diff.std(ddof=1) <= ZERO_SPREAD_RTOL * max(1.0, abs(diff.mean())):
+        out["reason"] = "no variance"
+        return out
+    with warnings.catch_warnings():  # scipy's precision warning would only repeat what "reason" says
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_rel(b, a)
+    out["t"], out["p"] = _finite(res.statistic), _finite(res.pvalue)
+    if out["p"] is None:
+        out["reason"] = "no variance"
+    return out
+
+
+def ttest_text(test: dict[str, Any]) -> str:
+    """A paired t-test's p as printed: the p-value, "n<3" (too few paired seeds) or "n/a" (no spread)."""
+    if test.get("p") is not None:
+        return p_value_text(test["p"])
+    return "n/a" if test.get("reason") in (None, "no variance") else str(test["reason"])
+
+
+def holm_adjust(pvalues: list[float | None]) -> list[float | None]:
+    """Holm-Bonferroni step-down adjusted p-values, in the order given; None entries (no test) stay None
+    and are not counted in the family size m.
+
+    Sorted ascending, the i-th (1-based) adjusted p is max over j <= i of min(1, (m - j + 1) * p_(j)):
+    rejecting where it is below alpha controls the family-wise error rate at alpha."""
+    tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(tested)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))  # monotone: never below a smaller p's value
+        out[i] = running
     return out
 
 
@@ -360,8 +405,10 @@ def render_comparison(result: dict[str, Any]) -> str:
         t = row["paired_t"]
         if t["p"] is not None:
             ttext = f"t={t['t']:+.2f} p={p_value_text(t['p'])} (n={t['n']})"
+        elif t["reason"] == "no variance":
+            ttext = f"n/a (no variance, n={t['n']})"
         else:
-            ttext = f"n/a ({t['n']} matching seeds)" if t["n"] < 2 else f"n/a (no variance, n={t['n']})"
+            ttext = f"{t['reason']} ({t['n']} matching seeds)"
         boot = row.get("bootstrap")
         btext = f"[{boot['ci95'][0]:+.2f}, {boot['ci95'][1]:+.2f}]" if boot else "-"
         lines.append(

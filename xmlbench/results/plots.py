@@ -1,4 +1,4 @@
-"""Plots from run records: P@k by label-frequency decile, training curves, ablation deltas (PNG, Agg).
+"""Plots from run records: P@k by label-frequency decile, training curves, ablation deltas (PNG, Agg; PDF on request).
 
 matplotlib is optional (``pip install matplotlib``) and imported only when a plot is drawn. Figures are
 built with ``matplotlib.figure.Figure`` and saved through the Agg canvas, so no GUI backend or pyplot
@@ -39,9 +39,10 @@ def _figure(width: float, height: float, ncols: int = 1) -> tuple[Any, list[Any]
 
 
 def _save(fig: Any, out: Path) -> Path:
+    """Save as the suffix says (.png or .pdf; PNG for anything else)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, format="png")
+    fig.savefig(out, dpi=120, format="pdf" if out.suffix.lower() == ".pdf" else "png")
     return out
 
 
@@ -149,7 +150,8 @@ def _run_label(run: Run) -> str:
 def ablation_deltas(
     run_dirs_by_arm: dict[str, list[Path]], base: str = "base", metric: str = "P@5"
 ) -> dict[str, dict[str, Any]]:
-    """Per arm: the per-seed differences arm - base (seeds both ran), their mean and sample std."""
+    """Per arm: the per-seed differences arm - base (seeds both ran), their mean and sample std (nan below
+    two paired seeds: no spread is known, which a zero error bar would misstate as certainty)."""
     arms = {name: load_runs(dirs) for name, dirs in run_dirs_by_arm.items()}
     if base not in arms:
         raise UserError(f"ablation plot: no base arm {base!r} among arms {', '.join(arms)}")
@@ -163,29 +165,50 @@ def ablation_deltas(
         out[name] = {
             "diffs": diffs,
             "mean": float(np.mean(diffs)) if diffs else float("nan"),
-            "std": float(np.std(diffs, ddof=1)) if len(diffs) >= 2 else 0.0,
+            "std": float(np.std(diffs, ddof=1)) if len(diffs) >= 2 else float("nan"),
         }
     return out
 
 
 def plot_ablation_deltas(
-    run_dirs_by_arm: dict[str, list[Path]], out: Path, base: str = "base", metric: str = "P@5"
+    run_dirs_by_arm: dict[str, list[Path]],
+    out: Path,
+    base: str = "base",
+    metrics: str | list[str] = "P@5",
+    title: str = "",
+    pdf: bool = False,
 ) -> Path:
-    """Bars of each arm's mean delta to ``base`` over paired seeds, error bars ± sample std over seeds."""
-    deltas = ablation_deltas(run_dirs_by_arm, base, metric)
-    names = list(deltas)
-    fig, (ax,) = _figure(max(5, 1.2 * len(names) + 2), 4)
-    means = [deltas[n]["mean"] for n in names]
-    stds = [deltas[n]["std"] for n in names]
-    colors = ["tab:green" if m >= 0 else "tab:red" for m in means]
-    ax.bar(range(len(names)), means, width=0.6, yerr=stds, capsize=4, color=colors)
+    """Bars of each arm's mean delta to ``base`` over paired seeds, one bar per metric, error bars ± sample
+    std over seeds (none below two paired seeds). Written as PNG, or PDF when ``out`` ends in .pdf; ``pdf``
+    also writes the same figure as ``out`` with the suffix .pdf."""
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    per_metric = {m: ablation_deltas(run_dirs_by_arm, base, m) for m in metrics}
+    names = list(per_metric[metrics[0]])
+    fig, (ax,) = _figure(max(5.0, (0.6 + 0.25 * len(metrics)) * len(names) + 2), 4)
+    width = 0.8 / len(metrics)
+    x = np.arange(len(names))
+    for i, m in enumerate(metrics):
+        means = np.array([per_metric[m][n]["mean"] for n in names])
+        stds = np.array([per_metric[m][n]["std"] for n in names])
+        # One metric: colour says the sign; several: colour says the metric, with a legend.
+        color = ["tab:green" if v >= 0 else "tab:red" for v in means] if len(metrics) == 1 else None
+        pos = x + (i - (len(metrics) - 1) / 2) * width
+        ax.bar(pos, np.nan_to_num(means), width * 0.9, color=color, label=m)
+        known = np.isfinite(stds) & np.isfinite(means)  # no error bar at all where no spread is known
+        ax.errorbar(pos[known], means[known], yerr=stds[known], fmt="none", ecolor="black", capsize=3)
+    n_paired = [len(per_metric[metrics[0]][n]["diffs"]) for n in names]
     ax.set_xlim(-0.7, len(names) - 0.3)
-    ax.set_xticks(range(len(names)), [f"{n}\n(n={len(deltas[n]['diffs'])})" for n in names], fontsize=8)
+    ax.set_xticks(x, [f"{n}\n(n={k})" for n, k in zip(names, n_paired)], fontsize=8)
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel(f"{metric} delta vs {base} (points)")
-    ax.set_title(f"Ablation: test {metric} of each arm minus {base}\nmean ± sample std over paired seeds",
-                 fontsize=10)
+    ax.set_ylabel(f"{metrics[0] if len(metrics) == 1 else 'metric'} delta vs {base} (points)")
+    which = metrics[0] if len(metrics) == 1 else ", ".join(metrics)
+    ax.set_title((title + "\n" if title else "") + f"Ablation: test {which} of each arm minus {base}\n"
+                 "mean ± sample std over n paired seeds (none below 2)", fontsize=10)
+    if len(metrics) > 1:
+        ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    if pdf:
+        _save(fig, Path(out).with_suffix(".pdf"))
     return _save(fig, out)
 
 

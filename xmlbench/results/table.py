@@ -6,8 +6,11 @@ ranked separately. Runs that must not be averaged stay apart: inside one (system
 another version of the data or test set, or whose checkpoint was chosen on the test split, get their own
 row with a visible tag and a note under the table. Tagged rows are never ranked.
 
-``ablation_table`` compares arms of an ablation with a base arm: mean ± std, delta, a paired t-test over
-seeds and a paired bootstrap CI over test documents from the saved predictions.
+``ablation_table`` compares arms of an ablation with a base arm: mean ± std and the delta per metric (P@1,
+P@3, P@5, PSP@5 by default, so the table fits a page), a paired t-test over seeds (none below 3 paired
+seeds or on differences without spread), Holm-Bonferroni-adjusted across the arms per metric and shown as
+stars on the delta, and a paired bootstrap CI over test documents from the saved predictions. The
+p-values, the CI and the cost columns go to a second, compact table (and to the csv).
 ``render`` writes a table as markdown, csv or LaTeX.
 """
 
@@ -26,15 +29,18 @@ from xmlbench.errors import UserError
 from xmlbench.results import reference as ref
 from xmlbench.results.compare import (
     DEFAULT_METRICS,
+    MIN_TTEST_SEEDS,
     N_RESAMPLES,
+    ZERO_SPREAD_RTOL,
     Run,
     TruthLoader,
     bootstrap_delta,
     by_seed,
+    holm_adjust,
     load_runs,
     one_test_set,
-    p_value_text,
     paired_ttest,
+    ttest_text,
 )
 
 SINGLE, ENSEMBLE = "Single models", "Ensembles"
@@ -69,10 +75,17 @@ class Stat:
         return f"{self.mean:.2f} ± {self.std:.2f} (n={self.n})"
 
 
+# Where a column appears. MAIN: the first printed table (md, LaTeX) and the csv; PRINTED: the first printed
+# table only (a compact form of csv columns, e.g. a delta with significance stars); DETAIL: a second printed
+# table and the csv; CSV: the csv only. Printed tables stay narrow, the csv keeps every number apart.
+MAIN, PRINTED, DETAIL, CSV = "main", "print", "detail", "csv"
+
+
 @dataclass(frozen=True)
 class Column:
     name: str  # "P@5"
     group: str = ""  # the dataset, for the main table
+    show: str = MAIN
 
     @property
     def key(self) -> str:
@@ -104,6 +117,16 @@ class Table:
     sections: list[Section]
     notes: list[str]
     row_header: str = "system"
+    detail_title: str = "Details"  # heading of the second printed table (DETAIL columns), if any
+
+    def printed_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.show in (MAIN, PRINTED)]
+
+    def detail_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.show == DETAIL]
+
+    def csv_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.show != PRINTED]
 
     def rows(self) -> list[Row]:
         return [r for s in self.sections for r in s.rows]
@@ -325,38 +348,48 @@ def _add_gap(rows: list[Row], columns: list[Column], notes: list[str]) -> None:
 
 
 # ----------------------------------------------------------------------------------- ablation table
+ABLATION_METRICS = ["P@1", "P@3", "P@5", "PSP@5"]  # the default columns: what fits a page
+STARS = ((0.01, "**"), (0.05, "*"))  # on the Holm-adjusted p, strictest first
+
+
 def ablation_table(
     run_dirs_by_arm: dict[str, list[Path]],
     base: str = "base",
     title: str = "",
-    metrics: list[str] = DEFAULT_METRICS,
+    metrics: list[str] = ABLATION_METRICS,
     truth_loader: TruthLoader | None = None,
     ci_metric: str = "P@5",
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
 ) -> Table:
-    """One row per arm: mean ± std, delta to ``base``, paired t-test p over seeds, a paired bootstrap 95% CI
+    """One row per arm: n, mean ± std and delta to ``base`` per metric, starred where the paired t-test over
+    seeds, Holm-adjusted across arms, is significant; in the details the p-values, a paired bootstrap 95% CI
     over test documents of the ``ci_metric`` delta, parameter count and mean fit time."""
     arms = {name: load_runs(dirs) for name, dirs in run_dirs_by_arm.items()}
     if base not in arms:
         raise UserError(f"ablation table: no base arm {base!r} among arms {', '.join(arms)}")
     all_runs = [r for rs in arms.values() for r in rs]
     one_test_set(all_runs, "ablation table")
-    columns = [Column(c, m) for m in metrics for c in ("mean", "delta", "p")]
-    ci_col = Column(f"{ci_metric} delta 95% CI")
-    columns += [ci_col, Column("params"), Column("fit s")]
+    columns = [Column("n")]
+    for m in metrics:
+        columns += [Column("mean", m), Column("Δ", m, PRINTED), Column("delta", m, CSV)]
+    columns += [Column("p", m, DETAIL) for m in metrics] + [Column("p unadjusted", m, CSV) for m in metrics]
+    columns += [Column(f"{ci_metric} delta 95% CI", show=DETAIL), Column("params", show=DETAIL),
+                Column("fit s", show=DETAIL)]
     truth = truth_loader(arms[base][0].dataset_path) if truth_loader is not None else None
     rows = [
         _ablation_row(name, rs, arms[base], name == base, metrics, truth, ci_metric, n_resamples, seed)
         for name, rs in arms.items()
     ]
+    family = {m: _holm_column(rows, m) for m in metrics}
     _mark_best(rows, [c for c in columns if c.name == "mean"])
     return Table(
-        title=title or f"Ablation on {all_runs[0].dataset} (test split; delta = arm - {base})",
+        title=title or f"Ablation on {all_runs[0].dataset} (test split; Δ = arm - {base})",
         columns=columns,
         sections=[Section("", rows)],
-        notes=_ablation_notes(arms, base, ci_metric, truth is not None, n_resamples, seed),
+        notes=_ablation_notes(arms, base, family, ci_metric, truth is not None, n_resamples, seed),
         row_header="arm",
+        detail_title="p-values, bootstrap CI and cost",
     )
 
 
@@ -372,17 +405,20 @@ def _ablation_row(
     seed: int,
 ) -> Row:
     row = Row(label=name, runs=[str(r.dir) for r in runs])
+    _set(row, "n", len(runs), str(len(runs)))
     for m in metrics:
         stat = Stat([v for v in (r.metric(m) for r in runs) if v is not None])
         base_stat = Stat([v for v in (r.metric(m) for r in base_runs) if v is not None])
-        _set(row, f"{m} mean", stat, stat.text())
+        _set(row, f"{m} mean", stat, _mean_text(stat, len(runs)))
         if is_base:
             _set(row, f"{m} delta", 0.0, "(base)")
+            _set(row, f"{m} Δ", 0.0, "(base)")
             continue
         delta = stat.mean - base_stat.mean if stat.n and base_stat.n else None
         _set(row, f"{m} delta", delta, "" if delta is None else f"{delta:+.2f}")
-        test = paired_ttest(by_seed(base_runs, m), by_seed(runs, m))
-        _set(row, f"{m} p", test, _p_text(test))
+        if delta is not None:  # a metric the records lack has no test, not "n<3"
+            test = paired_ttest(by_seed(base_runs, m), by_seed(runs, m))
+            _set(row, f"{m} p unadjusted", test, ttest_text(test))
     if truth is not None and not is_base:
         boot = bootstrap_delta(base_runs, runs, truth, ci_metric, n_resamples, seed)
         lo, hi = boot["ci95"]
@@ -397,29 +433,64 @@ def _ablation_row(
     return row
 
 
+def _mean_text(stat: Stat, n_runs: int) -> str:
+    """"mean ± std", n in its own column; "(n=k)" only when some runs lack the metric."""
+    if stat.n == 0:
+        return ""
+    text = f"{stat.mean:.2f}" + (f" ± {stat.std:.2f}" if stat.n >= 2 else "")
+    return text + (f" (n={stat.n})" if stat.n != n_runs else "")
+
+
+def _holm_column(rows: list[Row], metric: str) -> int | None:
+    """Holm-adjust ``metric``'s p-values across the arms; fill its p and Δ cells. Returns the family size
+    (the arms with a p-value), None when no arm has the metric."""
+    arms = [r for r in rows if f"{metric} p unadjusted" in r.values]
+    if not arms:
+        return None
+    adjusted = holm_adjust([r.values[f"{metric} p unadjusted"]["p"] for r in arms])
+    for row, p_holm in zip(arms, adjusted):
+        test = {**row.values[f"{metric} p unadjusted"], "p_holm": p_holm}
+        _set(row, f"{metric} p", test, ttest_text({**test, "p": p_holm}))
+        delta = row.values[f"{metric} delta"]
+        if delta is None:
+            continue
+        mark = next((star for alpha, star in STARS if p_holm is not None and p_holm < alpha), "")
+        why = "" if p_holm is not None else f" ({ttest_text(test)})"  # "+1.48 (n<3)": no test, no stars
+        _set(row, f"{metric} Δ", delta, f"{delta:+.2f}{mark}{why}")
+    return sum(p is not None for p in adjusted)
+
+
 def _set(row: Row, key: str, value: Any, text: str) -> None:
     row.values[key] = value
     row.cells[key] = text
 
 
-def _p_text(test: dict[str, Any]) -> str:
-    if test["p"] is not None:
-        return f"{p_value_text(test['p'])} (n={test['n']})"
-    return f"n/a ({test['n']} paired seeds)" if test["n"] < 2 else f"n/a (no variance, n={test['n']})"
-
-
 def _ablation_notes(
-    arms: dict[str, list[Run]], base: str, ci_metric: str, have_truth: bool, n_resamples: int, seed: int
+    arms: dict[str, list[Run]],
+    base: str,
+    family: dict[str, int | None],
+    ci_metric: str,
+    have_truth: bool,
+    n_resamples: int,
+    seed: int,
 ) -> list[str]:
+    rtol = f"{ZERO_SPREAD_RTOL:.0e}".replace("e-0", "e-")  # 1e-9, not 1e-09
     notes = [
-        "mean: test mean ± sample std (ddof=1) over seeds; delta: arm mean - base mean; p: two-sided paired "
-        "t-test (scipy ttest_rel) over the seeds both the arm and the base ran.",
+        "n: runs (seeds) of the arm; mean: test mean ± sample std (ddof=1) over them; Δ: arm mean - base "
+        "mean, in points. Marks on Δ: * p<0.05, ** p<0.01 after Holm; no mark: not significant.",
+        _p_note(family),
+        f"n<{MIN_TTEST_SEEDS}: fewer than {MIN_TTEST_SEEDS} seeds ran in both the arm and the base, so no "
+        "t-test (one degree of freedom says next to nothing); n/a: the per-seed differences have no spread "
+        f"(sample std <= {rtol} x max(1, |mean difference|)), where a t-test would report a "
+        "meaninglessly tiny p.",
     ]
     if have_truth:
         notes.append(
             f"{ci_metric} delta 95% CI: paired bootstrap over test documents ({n_resamples} resamples, "
             f"seed {seed}) of the per-document {ci_metric} difference, each side averaged over its seeds "
-            "(only the seeds both ran, when any match); from the saved top-100 predictions."
+            "(only the seeds both ran, when any match); from the saved top-100 predictions. It measures how "
+            "much the test documents alone move the delta, not seed-to-seed variation, and is not adjusted "
+            "for multiple comparisons."
         )
     else:
         notes.append("no test labels given: no bootstrap CI.")
@@ -436,6 +507,22 @@ def _ablation_notes(
             notes.append(f"arm {name}: has runs whose checkpoint was chosen on the TEST split.")
         _note_duplicate_seeds(runs, f"arm {name}", notes)
     return notes
+
+
+def _p_note(family: dict[str, int | None]) -> str:
+    """What p is, with the size of each metric's Holm family (the arms that had a test)."""
+    family = {m: n for m, n in family.items() if n is not None}
+    sizes = set(family.values())
+    if sizes <= {0}:
+        return ("p: two-sided paired t-test over seeds (scipy ttest_rel), Holm-Bonferroni-adjusted across "
+                "the arms, per metric; here no arm had a test, so no p-values and no marks.")
+    if len(sizes) == 1:
+        (n,) = sizes
+        across = f"across the {n} arm{'s' if n != 1 else ''} with a test"
+    else:
+        across = "across the arms with a test (" + ", ".join(f"{m}: {n}" for m, n in family.items()) + ")"
+    return (f"p: two-sided paired t-test over the seeds both the arm and the base ran (scipy ttest_rel), "
+            f"Holm-Bonferroni-adjusted {across}, per metric; the csv also has the unadjusted p.")
 
 
 def human_count(n: float) -> str:
@@ -455,19 +542,26 @@ def render(table: Table, fmt: str = "md") -> str:
 
 
 def _render_md(t: Table) -> str:
-    out = [f"### {t.title}", ""]
-    header = [t.row_header] + [c.key for c in t.columns]
-    for sec in t.sections:
-        if sec.title:
-            out += [f"**{sec.title}**", ""]
-        out += [_md_line(header), _md_line([":--"] + ["--:"] * len(t.columns))]
-        for row in sec.rows:
-            cells = [_md_cell(row, c) for c in t.columns]
-            out.append(_md_line([row.label] + cells))
-        out.append("")
+    out = [f"### {t.title}", ""] + _md_tables(t, t.printed_columns())
+    if t.detail_columns():
+        out += [f"{t.detail_title}:", ""] + _md_tables(t, t.detail_columns())
     if t.notes:
         out += ["Notes:", ""] + [f"{i}. {n}" for i, n in enumerate(t.notes, 1)] + [""]
     return "\n".join(out)
+
+
+def _md_tables(t: Table, columns: list[Column]) -> list[str]:
+    """One markdown table per section over ``columns``."""
+    out = []
+    header = [t.row_header] + [c.key for c in columns]
+    for sec in t.sections:
+        if sec.title:
+            out += [f"**{sec.title}**", ""]
+        out += [_md_line(header), _md_line([":--"] + ["--:"] * len(columns))]
+        for row in sec.rows:
+            out.append(_md_line([row.label] + [_md_cell(row, c) for c in columns]))
+        out.append("")
+    return out
 
 
 def _md_cell(row: Row, col: Column) -> str:
@@ -484,21 +578,34 @@ def _md_line(cells: list[str]) -> str:
 def _render_csv(t: Table) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["section", t.row_header] + [c.key for c in t.columns])
+    columns = t.csv_columns()
+    w.writerow(["section", t.row_header] + [c.key for c in columns])
     for sec in t.sections:
         for row in sec.rows:
-            cells = [row.cells.get(c.key, "") + ("*" if c.key in row.best else "") for c in t.columns]
+            cells = [row.cells.get(c.key, "") + ("*" if c.key in row.best else "") for c in columns]
             w.writerow([sec.title, row.label] + cells)
     for n in t.notes:  # same width as the data rows, so the file stays rectangular
-        w.writerow(["note", n] + [""] * len(t.columns))
+        w.writerow(["note", n] + [""] * len(columns))
     return buf.getvalue()
 
 
 def _render_latex(t: Table) -> str:
-    n_cols = 1 + len(t.columns)
-    out = ["% generated by xmlbench from run records; needs \\usepackage{booktabs}",
-           "\\begin{tabular}{l" + "r" * len(t.columns) + "}", "\\toprule"]
-    groups = _column_groups(t.columns)
+    out = ["% generated by xmlbench from run records; needs \\usepackage{booktabs}"]
+    out += _latex_tabular(t, t.printed_columns())
+    if t.detail_columns():
+        out += ["", "\\smallskip", f"\\textit{{{latex_escape(t.detail_title)}}}\\par", "\\smallskip"]
+        out += _latex_tabular(t, t.detail_columns())
+    if t.notes:
+        out += ["", "\\smallskip", "{\\footnotesize"]
+        out += [f"{i}. {latex_escape(n)}\\par" for i, n in enumerate(t.notes, 1)]
+        out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _latex_tabular(t: Table, columns: list[Column]) -> list[str]:
+    n_cols = 1 + len(columns)
+    out = ["\\begin{tabular}{l" + "r" * len(columns) + "}", "\\toprule"]
+    groups = _column_groups(columns)
     if any(g for g, _ in groups):  # a first header line with each dataset spanning its metrics
         spans, rules, start = [""], [], 2
         for g, span in groups:
@@ -509,20 +616,16 @@ def _render_latex(t: Table) -> str:
                 spans += [""] * span
             start += span
         out += [" & ".join(spans) + " \\\\", " ".join(rules)]
-    out.append(" & ".join([latex_escape(t.row_header)] + [latex_escape(c.name) for c in t.columns]) + " \\\\")
+    out.append(" & ".join([latex_escape(t.row_header)] + [latex_escape(c.name) for c in columns]) + " \\\\")
     for sec in t.sections:
         out.append("\\midrule")
         if sec.title:
             out.append(f"\\multicolumn{{{n_cols}}}{{l}}{{\\textit{{{latex_escape(sec.title)}}}}} \\\\")
         for row in sec.rows:
-            cells = [_latex_cell(row, c) for c in t.columns]
+            cells = [_latex_cell(row, c) for c in columns]
             out.append(" & ".join([latex_escape(row.label)] + cells) + " \\\\")
     out += ["\\bottomrule", "\\end{tabular}"]
-    if t.notes:
-        out += ["", "\\smallskip", "{\\footnotesize"]
-        out += [f"{i}. {latex_escape(n)}\\par" for i, n in enumerate(t.notes, 1)]
-        out.append("}")
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _column_groups(columns: list[Column]) -> list[tuple[str, int]]:
@@ -547,7 +650,7 @@ def _latex_cell(row: Row, col: Column) -> str:
 _LATEX_SPECIAL = {
     "\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
     "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}",
-    "±": "$\\pm$", "†": "$^\\dagger$", "–": "--",
+    "±": "$\\pm$", "†": "$^\\dagger$", "–": "--", "Δ": "$\\Delta$", "<": "$<$", ">": "$>$",
 }
 
 

@@ -286,7 +286,7 @@ def test_random_negatives_fill_with_padding_when_too_few_labels_are_allowed():
 # -------------------------------------------------------------------------------- 5. se
 def test_se_scales_each_layer_by_a_gate_in_zero_one():
     torch.manual_seed(0)
-    se = SqueezeExcitation(n_channels=5, expand=32, reduction=8)
+    se = SqueezeExcitation(n_channels=5, hidden_size=64, expand=32, reduction=8)
     x = torch.randn(3, 5, 64) + 0.5  # (B, C, H), away from 0 so the ratio is well defined
     y = se.transform_layers(x)
     ratio = y / x  # (B, C, H)
@@ -294,9 +294,9 @@ def test_se_scales_each_layer_by_a_gate_in_zero_one():
     assert ((ratio > 0) & (ratio < 1)).all()
     torch.testing.assert_close(ratio[..., 0], se.gates(x))
     shapes = [tuple(p.shape) for n, p in se.named_parameters() if n.endswith("weight")]
-    assert shapes == [(32, 5, 1), (8, 32, 1), (5, 8, 1)]  # 5 -> expand (> 5) -> reduction -> 5
+    assert shapes == [(32, 5, 1), (32, 64), (8, 32), (5, 8)]  # expand along H, pool over H, expand -> reduction -> 5
     with pytest.raises(UserError, match="expand"):
-        SqueezeExcitation(n_channels=5, expand=5, reduction=2)
+        SqueezeExcitation(n_channels=5, hidden_size=64, expand=5, reduction=2)
 
 
 # -------------------------------------------------------------------------------- 6. doc-rep

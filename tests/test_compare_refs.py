@@ -1,6 +1,6 @@
 """``xmlbench compare-refs``: two commits of a clone of this repository, each trained from its own worktree
-(the records name their own commits), the compare table, reruns that skip or resume, and one clear line
-for a dirty tree, an unknown ref, no checkout and no git.
+(the records name their own commits), the compare table, reruns that skip or resume but never reuse runs
+of other options or commits, and one clear line for a dirty tree, an unknown ref, no checkout and no git.
 
 One sweep (label-frequency, 2 seeds, 4 runs) is shared by the module: each run is a fresh process that
 compiles the metric kernels once per worktree, so a sweep per test would cost minutes on 2 cores."""
@@ -142,6 +142,11 @@ def test_a_dirty_tree_is_refused_unless_allowed(in_repo):
         assert "4 finished" in out and "part of neither side" in out.splitlines()[-2]
     finally:
         _git(in_repo.repo, "checkout", "--", "README.md")
+
+
+def test_runs_with_other_train_options_are_never_reused(in_repo):
+    code, _, err = _xmlbench(in_repo.args("--valid-size", "30"))  # the same folders, another experiment
+    assert code == 2 and "valid_size 20.0 there, 30.0 now" in _one_error_line(err)
 
 
 def test_a_branch_that_moved_never_mixes_with_its_old_runs(in_repo):

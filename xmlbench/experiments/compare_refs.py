@@ -10,6 +10,7 @@ side folder remembers its commit so a moved branch never mixes with the runs of 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from xmlbench.config import to_dict
 from xmlbench.errors import UserError
 from xmlbench.io import read_json, write_json
 from xmlbench.paths import datasets_dir
@@ -174,17 +176,53 @@ def run_sides(sides: list[Side], repo: Path, template: RunOptions, seeds: list[i
     for side in sides:
         _claim_folder(side)
         ensure_worktree(repo, side.commit, side.worktree)
-    todo = [(side, s) for s in seeds for side in sides if not rec.is_complete(side.run_dir(s))]
+    options = {(side, s): replace(template, seed=s, out=str(side.run_dir(s).resolve()), resume=True)
+               for s in seeds for side in sides}
+    for (side, _), opts in options.items():
+        check_same_options(side.run_dir(opts.seed), opts)
+    todo = [key for key in options if not rec.is_complete(key[0].run_dir(key[1]))]
     log(f"compare-refs: {len(sides)} refs x {len(seeds)} seeds; "
-        f"{len(sides) * len(seeds) - len(todo)} finished, {len(todo)} to run")
+        f"{len(options) - len(todo)} finished, {len(todo)} to run")
     for i, (side, seed) in enumerate(todo, 1):
         log(f"[{i}/{len(todo)}] {side.ref} ({side.short}) seed {seed} -> {side.run_dir(seed)}")
-        opts = replace(template, seed=seed, out=str(side.run_dir(seed).resolve()), resume=True)
-        _train(side, argv_for(opts))
+        _train(side, argv_for(options[side, seed]))
     for side in sides:
         for s in seeds:
             check_record(side, side.run_dir(s))
     return {side.ref: [side.run_dir(s) for s in seeds] for side in sides}
+
+
+# What makes two runs the same experiment; where they are, how they print and whether they resumed do not.
+SAME_OPTIONS = ("dataset", "model", "seed", "valid_size", "select_on", "preset", "init_from", "overrides",
+                "config_file")
+
+
+def check_same_options(run_dir: Path, wanted: RunOptions) -> None:
+    """A run folder already there (finished or not) must have been started with the options wanted now.
+
+    Otherwise a sweep with, say, another --model or --set would skip (or resume) runs of the first one.
+    Only keys both sides know are compared: a ref's RunOptions may have fewer or more fields."""
+    stored = _stored_options(run_dir)
+    if stored is None:
+        return
+    want = json.loads(json.dumps(to_dict(wanted)))  # as a record stores them (tuples become lists)
+    differ = [k for k in SAME_OPTIONS if k in stored and k in want and stored[k] != want[k]]
+    if differ:
+        shown = "; ".join(f"{k} {stored[k]!r} there, {want[k]!r} now" for k in differ)
+        raise UserError(f"{run_dir} holds a run with other train options ({shown}): give this comparison "
+                        "its own --root")
+
+
+def _stored_options(run_dir: Path) -> dict | None:
+    """The options a run folder was started with: its record's, or (interrupted) its config.json's."""
+    for name in (rec.RECORD, "config.json"):
+        path = run_dir / name
+        if path.is_file():
+            try:
+                return read_json(path).get("options")
+            except ValueError:  # a torn file from a killed writer: the runner decides what to do with it
+                return None
+    return None
 
 
 def _claim_folder(side: Side) -> None:

@@ -1,12 +1,20 @@
-"""``xmlbench ablate``, ``baselines``, ``ensemble`` and ``ensemble-train``."""
+"""``xmlbench ablate``, ``compare-refs``, ``baselines``, ``ensemble`` and ``ensemble-train``."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
-from xmlbench.cli.train import add_train_arguments, command_line, options_from_args, print_metrics
+from xmlbench.cli.train import (
+    add_train_arguments,
+    command_line,
+    options_from_args,
+    options_to_argv,
+    print_metrics,
+)
 from xmlbench.errors import UserError
+from xmlbench.results.compare import DEFAULT_METRICS
 
 
 def add_commands(sub) -> None:
@@ -22,6 +30,7 @@ def add_commands(sub) -> None:
     ab.add_argument("--metrics", default="",
                     help="table and plot metrics, e.g. P@1,nDCG@5 (default: P@1,P@3,P@5,PSP@5)")
     ab.set_defaults(func=cmd_ablate, model="lightxml")
+    add_compare_refs_command(sub)
     add_ensemble_commands(sub)
     add_baseline_commands(sub)
 
@@ -61,6 +70,45 @@ def cmd_ablate(args) -> int:
                                command_for=lambda opts: command_line(replace(opts, progress=False)))
     print(ablate.write_tables(root, runs, arms, ds.name, metrics=metrics))
     print(f"\ntables: {root / 'ablation.md'}  {root / 'ablation.csv'}")
+    return 0
+
+
+def add_compare_refs_command(sub) -> None:
+    cr = sub.add_parser("compare-refs", help="the same training on two git revisions, then the compare table")
+    cr.add_argument("ref_a", metavar="REF_A", help="git branch, tag or commit (A)")
+    cr.add_argument("ref_b", metavar="REF_B", help="git branch, tag or commit (B)")
+    add_train_arguments(cr)
+    cr.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1) per ref")
+    cr.add_argument("--root", help="folder of the runs (default runs/compare-refs/DATASET/A-vs-B)")
+    cr.add_argument("--allow-dirty", action="store_true",
+                    help="run although the working tree has uncommitted changes (they are in neither side)")
+    cr.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="metrics of the table")
+    cr.set_defaults(func=cmd_compare_refs)
+
+
+def cmd_compare_refs(args) -> int:
+    from xmlbench.cli.results import comparison, metric_keys
+    from xmlbench.experiments import compare_refs
+    from xmlbench.results.compare import render_comparison
+
+    if args.seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    if args.out:
+        raise UserError("compare-refs puts each run in --root/REF/seedN; it takes --root, not --out")
+    metrics = metric_keys(args.metrics)  # a typo fails before anything trains
+    repo = compare_refs.repository_root(Path.cwd())
+    sides, notes = compare_refs.plan_sides(repo, args.ref_a, args.ref_b, args.dataset,
+                                           Path(args.root) if args.root else None, args.allow_dirty)
+    for note in notes:  # said first as well: the sweep can run for hours before the table
+        print(f"note: {note}")
+    runs = compare_refs.run_sides(sides, repo, options_from_args(args), list(range(args.seeds)),
+                                  lambda opts: [sys.executable, "-m", "xmlbench", *options_to_argv(opts)])
+    a, b = sides
+    print(f"\nA = {a.ref} ({a.short})  B = {b.ref} ({b.short})")
+    print(render_comparison(comparison(runs[a.ref], runs[b.ref], metrics)), end="")
+    for note in notes:
+        print(f"note: {note}")
+    print(f"runs: {a.folder.parent}")
     return 0
 
 

@@ -100,12 +100,18 @@ def cmd_table(args) -> int:
     return 0
 
 
-def cmd_compare(args) -> int:
-    from xmlbench.results.compare import compare, load_runs, render_comparison
+def comparison(a: list[Path], b: list[Path], metrics: list[str]) -> dict:
+    """``compare`` of run sets A and B, scored against the test labels their records name."""
+    from xmlbench.results.compare import compare, load_runs
 
-    a, b = [Path(args.runs_a)], [Path(args.runs_b)]
     cache = DatasetCache(load_runs(a) + load_runs(b))
-    result = compare(a, b, cache.test_labels, metric_keys(args.metrics))
+    return compare(a, b, cache.test_labels, metrics)
+
+
+def cmd_compare(args) -> int:
+    from xmlbench.results.compare import render_comparison
+
+    result = comparison([Path(args.runs_a)], [Path(args.runs_b)], metric_keys(args.metrics))
     if args.json:
         print(json.dumps(result, indent=2))
     else:

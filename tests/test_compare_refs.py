@@ -106,7 +106,8 @@ def test_each_side_is_trained_by_its_own_commit_with_the_same_options(sweep):
 def test_the_table_compares_a_with_b(sweep):
     assert f"A = base ({sweep.commits['base'][:12]})  B = idea ({sweep.commits['idea'][:12]})" in sweep.out
     p1 = next(line for line in sweep.out.splitlines() if line.startswith("P@1 "))
-    assert "t=" in p1 and "(n=2)" in p1 and "[" in p1  # paired t-test over 2 seeds, bootstrap CI
+    # 2 seeds: no t-test p-value (it needs >= 3 paired seeds), but the per-document bootstrap CI
+    assert "n<3" in p1 and "t=" not in p1 and "[" in p1
     a, b = (read_record(sweep.run_dir(ref, 0))["metrics"]["test"]["P@1"] for ref in ("base", "idea"))
     assert b < a  # the idea's rarest-labels-first prediction is worse, and the table says by how much
     assert float(p1.split()[3]) < 0

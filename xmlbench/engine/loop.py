@@ -100,6 +100,8 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
         torch.backends.cudnn.allow_tf32 = True
     net = model.net.to(device)
     optimizer = make_optimizer(model.param_groups(net), cfg.lr, device)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    total_steps = planned_steps(model.n_train, cfg)
     trained = dist.wrap(net, device)  # DistributedDataParallel under torchrun, else the net itself
     if cfg.compile:
         trained = torch.compile(trained)
@@ -130,6 +132,7 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
             bar.update(1)
             if state.batch % cfg.accumulate and state.batch != batches_per_epoch:
                 continue  # still accumulating gradients
+            set_lr(optimizer, base_lrs, lr_factor(state.step, cfg.warmup_steps, total_steps, cfg.lr_schedule))
             optimizer_step(net, optimizer, precision)
             state.step += 1
             if swa.active and state.step % cfg.swa_step == 0:
@@ -166,6 +169,29 @@ class _TrainClock:
 
     def total(self) -> float:
         return self.carried + time.perf_counter() - self.started
+
+
+def planned_steps(n_train: int, cfg) -> int:
+    """Optimiser steps of the whole run (the end of a linear decay)."""
+    batches = -(-n_train // cfg.batch_size)
+    steps = cfg.epochs * -(-batches // cfg.accumulate)
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of every group's learning rate for optimiser step ``step`` (0-based): linear warm-up
+    over ``warmup`` steps, then constant or linear decay to 0 at ``total``. A pure function of the step,
+    so a resumed run follows the same schedule."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "linear" and total > warmup:
+        return max(0.0, (total - step) / (total - warmup))
+    return 1.0
+
+
+def set_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor
 
 
 def make_optimizer(groups: list[dict], lr: float, device: torch.device) -> torch.optim.Optimizer:

@@ -39,6 +39,8 @@ class NeuralConfig:
     accumulate: int = 1
     lr: float = 1e-4
     weight_decay: float = 0.01
+    warmup_steps: int = 0  # optimiser steps of linear learning-rate warm-up (0 = none, the original)
+    lr_schedule: Literal["constant", "linear"] = "constant"  # after warm-up: constant, or linear decay to 0
     swa_warmup: int = 10  # epoch from which SWA folds weights in; -1 turns SWA off
     swa_step: int = 200  # optimiser steps between folds
     eval_every: int = 0  # optimiser steps between selections; 0 = at each epoch end only

@@ -30,6 +30,7 @@ from xmlbench.encoders import cls_embedding, mean_token_embedding
 from xmlbench.engine import loop
 from xmlbench.engine.batches import Batch
 from xmlbench.models.base import FitContext
+from xmlbench.models.heads import BiasInit, HeadNorm, document_norm, prior_logits, set_prior_bias
 from xmlbench.models.neural import NeuralConfig, NeuralModel
 
 
@@ -45,15 +46,18 @@ class LinearHeadConfig(NeuralConfig):
     swa_warmup: int = -1  # no weight averaging in the seeds
     pooling: Literal["cls", "mean"] = "cls"  # first-token vector of the last layer, or mean over tokens
     class_weights: bool = True  # softmax-linear only: class-weighted NLL as in the seed
+    head_norm: HeadNorm = "none"  # standardise the pooled vector per feature (xmlbench.models.heads)
+    bias_init: BiasInit = "zero"  # "prior": the classifier's biases start at the training label prior
 
 
 class LinearHeadNet(nn.Module):
     def __init__(self, encoder: nn.Module, hidden_size: int, cls_position: str, n_labels: int,
-                 dropout: float, pooling: str) -> None:
+                 dropout: float, pooling: str, head_norm: str = "none") -> None:
         super().__init__()
         self.encoder = encoder
         self.cls_position = cls_position
         self.pooling = pooling
+        self.doc_norm = document_norm(head_norm, hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, n_labels)
 
@@ -64,7 +68,7 @@ class LinearHeadNet(nn.Module):
             doc = mean_token_embedding(hidden, attention_mask, n_layers=1)  # (B, H)
         else:
             doc = cls_embedding(hidden, attention_mask, n_layers=1, cls_position=self.cls_position)  # (B, H)
-        return self.classifier(self.dropout(doc))  # (B, L) raw scores
+        return self.classifier(self.dropout(self.doc_norm(doc)))  # (B, L) raw scores
 
 
 class LinearHeadModel(NeuralModel):
@@ -76,7 +80,15 @@ class LinearHeadModel(NeuralModel):
 
     def build_net(self, dataset: Dataset) -> nn.Module:
         return LinearHeadNet(self.encoder.model, self.encoder.hidden_size, self.encoder.cls_position,
-                             dataset.n_labels, self.config.dropout, self.config.pooling)
+                             dataset.n_labels, self.config.dropout, self.config.pooling, self.config.head_norm)
+
+    def prepare(self, ctx: FitContext) -> None:
+        if self.config.bias_init == "prior":
+            set_prior_bias(self.net.classifier, self.prior_bias(ctx.train.labels))
+
+    def prior_bias(self, labels) -> torch.Tensor:
+        """Log-odds of each label's training frequency: where a BCE head's biases start at the prior."""
+        return prior_logits(labels, self.n_labels)
 
     def param_groups(self, net: nn.Module) -> list[dict[str, Any]]:
         encoder = [(n, p) for n, p in net.named_parameters() if n.startswith("encoder.")]
@@ -102,8 +114,14 @@ class SoftmaxLinear(LinearHeadModel):
         self.class_weight = torch.ones(dataset.n_labels)
 
     def prepare(self, ctx: FitContext) -> None:
+        super().prepare(ctx)
         if self.config.class_weights:
             self.class_weight = balanced_class_weights(ctx.train.labels.indices, self.n_labels)
+
+    def prior_bias(self, labels) -> torch.Tensor:
+        """log p_l up to a constant: where a softmax head's scores start at the label shares."""
+        counts = np.bincount(labels.indices, minlength=self.n_labels).astype(np.float64)
+        return torch.as_tensor(np.log((counts + 0.5) / (counts.sum() + 0.5 * self.n_labels)), dtype=torch.float32)
 
     def loss(self, net: nn.Module, batch: Batch) -> torch.Tensor:
         logits = net(batch.input_ids, batch.attention_mask)

@@ -26,8 +26,10 @@ from torch import nn
 
 from xmlbench.data.dataset import Dataset
 from xmlbench.encoders import layer_stack
+from xmlbench.engine import loop
 from xmlbench.engine.batches import Batch
 from xmlbench.models.base import FitContext
+from xmlbench.models.heads import BiasInit, HeadNorm, document_norm, prior_logits, resolve_lr, set_prior_bias
 from xmlbench.models.lightxml import variants as V
 from xmlbench.models.neural import NeuralConfig, NeuralModel
 from xmlbench.paths import cache_dir
@@ -47,6 +49,10 @@ class LightXMLOptions(NeuralConfig):
     cluster_seed: int = 0  # the three seeds of the original's large-dataset ensemble: 0, 1, 2
     tfidf_features: int = 100_000  # vocabulary of the TF-IDF label features used for clustering
     variants: tuple[str, ...] = ()
+    # The recipe for small data (xmlbench.models.heads; the original: -1, "none", "zero"):
+    head_lr: float = -1.0  # learning rate of everything but the encoder; negative: ``lr``
+    head_norm: HeadNorm = "none"  # standardise the document vector per feature before the heads
+    bias_init: BiasInit = "zero"  # "prior": flat classifier / generator biases start at the label prior
 
 
 # The variant sections come from the registry, so a new variant file needs no edit here.
@@ -67,6 +73,7 @@ class LightXMLNet(nn.Module):
         self.variants = V.build(cfg, V.VariantContext(cfg.n_layers, hidden_size, n_labels, n_clusters, cfg.hidden,
                                                       cfg.dropout))
         dim = cfg.n_layers * hidden_size
+        self.doc_norm = document_norm(cfg.head_norm, dim)
         self.dropout = nn.Dropout(cfg.dropout)
         if clusters is None:
             self.classifier = nn.Linear(self.variants.discriminator_input_dim(dim), n_labels)
@@ -93,7 +100,7 @@ class LightXMLNet(nn.Module):
         layers = self.variants.transform_layers(layers)  # hook 1 (se)
         doc = layers.flatten(start_dim=1)  # (B, 5H)
         doc = self.variants.transform_document(doc, hidden, attention_mask)  # hook 2 (doc-rep, document)
-        return self.dropout(doc), (hidden, attention_mask)
+        return self.dropout(self.doc_norm(doc)), (hidden, attention_mask)
 
     # ------------------------------------------------------------------------------ flat regime
     def flat_logits(self, doc: torch.Tensor, state) -> torch.Tensor:
@@ -222,10 +229,32 @@ class LightXML(NeuralModel):
                            dataset.n_labels, self.config, clusters)
 
     def prepare(self, ctx: FitContext) -> None:
-        if self.mode != "clustered":
-            return
-        self.clusters = cluster_labels_for(ctx, self.config)
-        self._set_clusters(*self.clusters)
+        if self.mode == "clustered":
+            self.clusters = cluster_labels_for(ctx, self.config)
+            self._set_clusters(*self.clusters)
+        if self.config.bias_init == "prior":
+            self._start_at_the_prior(ctx.train.labels)
+
+    def _start_at_the_prior(self, labels) -> None:
+        """Biases of the BCE heads over fixed columns (flat classifier, generator) at the label prior, so
+        the first steps need not spend themselves learning it."""
+        net = self.net
+        if net.clustered:
+            set_prior_bias(net.generator, prior_logits(labels, net.generator.out_features,
+                                                       column_of=net.label_to_cluster.numpy()))
+        else:
+            set_prior_bias(net.classifier, prior_logits(labels, net.classifier.out_features))
+
+    def param_groups(self, net: nn.Module) -> list[dict[str, Any]]:
+        """The encoder at ``lr``; the heads and variants at ``head_lr`` (the original: one lr for all)."""
+        named = list(net.named_parameters())
+        cfg = self.config
+        if cfg.head_lr < 0:  # the original's two AdamW groups (decay / no decay), one learning rate
+            return loop.make_param_groups(named, cfg.lr, cfg.weight_decay)
+        encoder = [(n, p) for n, p in named if n.startswith("encoder.")]
+        heads = [(n, p) for n, p in named if not n.startswith("encoder.")]
+        return (loop.make_param_groups(encoder, cfg.lr, cfg.weight_decay)
+                + loop.make_param_groups(heads, resolve_lr(cfg.head_lr, cfg.lr), cfg.weight_decay))
 
     def _set_clusters(self, label_to_cluster: np.ndarray, cluster_labels: np.ndarray) -> None:
         state_before = self.net.state_dict()

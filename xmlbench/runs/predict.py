@@ -47,5 +47,5 @@ def predict_run(run_dir: Path, dataset_name: str | None, split: str, out: str | 
     ids, scores = model.predict(part, TOP_K, progress=progress)
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
-        rec.write_predictions(Path(out), ids, scores)
+        rec.write_predictions(Path(out), ids, scores, ds.label_names)
     return evaluate(ids, part.labels, inv_propensity=ds.inv_propensity())

@@ -1,6 +1,7 @@
 """Every registered model, automatically: fit on tiny data through the runner, predict, save, reload from the
-run folder alone, and predict exactly the same top-k again. A new registration is tested without editing
-this file (timm's habit: one test parametrised over the registry)."""
+run folder alone, and predict exactly the same top-k again; reloaded for a copy of the data whose labels have
+other ids, it predicts the same labels by name. A new registration is tested without editing this file
+(timm's habit: one test parametrised over the registry)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xmlbench.data.labels import remap_ids
 from xmlbench.models import MODELS
 from xmlbench.runs.predict import load_run_model
 from xmlbench.runs.record import read_predictions
@@ -33,7 +35,7 @@ def _options(name: str, dataset: Path, out: Path) -> RunOptions:
 
 
 @pytest.mark.parametrize("name", MODELS.names())
-def test_every_model_fits_saves_reloads_and_predicts_the_same(name, tiny_dataset, tmp_path):
+def test_every_model_fits_saves_reloads_and_predicts_the_same(name, tiny_dataset, tiny_shuffled, tmp_path):
     missing = _missing(MODELS.get(name).requires)
     if missing:
         pytest.skip(f"needs {', '.join(missing)}")
@@ -46,4 +48,12 @@ def test_every_model_fits_saves_reloads_and_predicts_the_same(name, tiny_dataset
     ids, scores = model.predict(ds.test, saved_ids.shape[1])
     assert ids.shape == saved_ids.shape
     np.testing.assert_array_equal(ids, saved_ids)
+    np.testing.assert_allclose(scores, saved_scores, rtol=1e-5, atol=1e-6)
+
+    # Its label names are saved with it: loaded for the shuffled copy (same labels, other ids), it predicts
+    # the same labels, in that copy's ids.
+    moved, other = load_run_model(tmp_path / name, str(tiny_shuffled))
+    assert other.label_names != ds.label_names
+    ids, scores = moved.predict(other.test, saved_ids.shape[1])
+    np.testing.assert_array_equal(ids, remap_ids(saved_ids, ds.label_names, other.label_names))
     np.testing.assert_allclose(scores, saved_scores, rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from xmlbench.data.labels import Truth
 from xmlbench.errors import UserError
 from xmlbench.io import write_json
 from xmlbench.results import reference as ref
@@ -21,6 +22,16 @@ from xmlbench.results.table import ENSEMBLE, SINGLE, ablation_table, build_table
 from xmlbench.runs.record import write_predictions
 
 FP, TFP = "f" * 32, "t" * 32
+
+
+def numbered(n: int) -> list[str]:
+    """Label names of hand-made runs and truths: id i is label "li" on both sides."""
+    return [f"l{i}" for i in range(n)]
+
+
+def named(truth: sp.csr_matrix) -> Truth:
+    """Hand-made test labels with the names and dataset fingerprint that ``make_run`` uses."""
+    return Truth(truth, numbered(truth.shape[1]), FP)
 
 
 def make_run(
@@ -42,6 +53,7 @@ def make_run(
     n_parameters: int = 1000,
     fit: float = 10.0,
     n_test: int = 4,
+    label_names: list[str] | None = None,
 ) -> Path:
     """Write a complete run folder (record.json, predictions.npz) the way the runner does."""
     run_dir = root / name
@@ -72,7 +84,8 @@ def make_run(
         record["ensemble"] = {"members": members}
     if ids is None:
         ids = np.tile(np.arange(10, dtype=np.int32), (n_test, 1))
-    write_predictions(run_dir, ids, np.zeros(ids.shape, np.float32))
+    names = label_names if label_names is not None else numbered(max(int(ids.max()) + 1, 8))
+    write_predictions(run_dir, ids, np.zeros(ids.shape, np.float32), names)
     write_json(run_dir / "record.json", record)
     return run_dir
 
@@ -308,9 +321,9 @@ def test_compare_delta_paired_test_and_bootstrap(tmp_path: Path) -> None:
     dirs, truth = arm_runs(tmp_path)
     loads = []
 
-    def loader(path: str) -> sp.csr_matrix:
+    def loader(path: str) -> Truth:
         loads.append(path)
-        return truth
+        return named(truth)
 
     result = compare(dirs["base"], dirs["se"], loader, metrics=["P@1", "P@5", "PSP@5"])
     row = result["metrics"]["P@5"]
@@ -346,7 +359,7 @@ def test_bootstrap_ci_is_seeded_and_covers_the_mean() -> None:
 # ------------------------------------------------------------------------------------------ ablation
 def test_ablation_table_delta_ttest_and_bootstrap(tmp_path: Path) -> None:
     dirs, truth = arm_runs(tmp_path)
-    t = ablation_table(dirs, base="base", metrics=["P@1", "P@5"], truth_loader=lambda _: truth)
+    t = ablation_table(dirs, base="base", metrics=["P@1", "P@5"], truth_loader=lambda _: named(truth))
     base, se = t.row("base"), t.row("se")
     mean_b, mean_s = base.values["P@5 mean"].mean, se.values["P@5 mean"].mean
     assert se.values["P@5 delta"] == pytest.approx(mean_s - mean_b)
@@ -465,7 +478,7 @@ def test_write_tables_writes_the_delta_plot(tmp_path: Path) -> None:
     from xmlbench.experiments.ablate import write_tables
 
     dirs, arms, truth = _ablation_sweep(tmp_path)
-    md = write_tables(tmp_path / "sweep", dirs, arms, "synth", truth_loader=lambda _: truth)
+    md = write_tables(tmp_path / "sweep", dirs, arms, "synth", truth_loader=lambda _: named(truth))
     png, pdf = tmp_path / "sweep" / "ablation-deltas.png", tmp_path / "sweep" / "ablation-deltas.pdf"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
     assert "](ablation-deltas.png)" in md and md == (tmp_path / "sweep" / "ablation.md").read_text()[:-1]
@@ -481,7 +494,8 @@ def test_write_tables_without_matplotlib_says_so(tmp_path: Path, monkeypatch: py
     for name in ("matplotlib", "matplotlib.figure"):
         monkeypatch.setitem(sys.modules, name, None)  # what a missing package looks like to an import
     dirs, arms, truth = _ablation_sweep(tmp_path)
-    md = write_tables(tmp_path / "sweep", dirs, arms, "synth", metrics=["P@1"], truth_loader=lambda _: truth)
+    md = write_tables(tmp_path / "sweep", dirs, arms, "synth", metrics=["P@1"],
+                      truth_loader=lambda _: named(truth))
     assert not list((tmp_path / "sweep").glob("ablation-deltas*"))
     assert "delta plot ablation-deltas.png skipped: matplotlib is not installed" in md
     assert "P@3" not in md.split("Notes:")[0]
@@ -549,10 +563,10 @@ def test_cli_table_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     ids = np.array([[0, 1, 2], [2, 1, 0]], np.int32)  # label ids x=0 y=1 z=2
     for seed in range(2):
         make_run(tmp_path / "runs" / "a", f"s{seed}", seed=seed, dataset="tiny", dataset_path=str(data),
-                 fp=ds.fingerprint, tfp=tfp, test=p(100.0), ids=ids, n_test=2)
+                 fp=ds.fingerprint, tfp=tfp, test=p(100.0), ids=ids, n_test=2, label_names=ds.label_names)
         make_run(tmp_path / "runs" / "b", f"s{seed}", seed=seed, dataset="tiny", dataset_path=str(data),
                  fp=ds.fingerprint, tfp=tfp, test=p(50.0), ids=ids[:, ::-1].copy(), n_test=2,
-                 variants=("se",))
+                 variants=("se",), label_names=ds.label_names)
     parser = argparse.ArgumentParser(prog="xmlbench")
     add_commands(parser.add_subparsers())
 
@@ -594,7 +608,7 @@ def test_plots_write_pngs(tmp_path: Path) -> None:
         (d / "history.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     out = tmp_path / "plots"
     written = [
-        plot_label_deciles(dirs, truth, label_counts, out / "deciles.png"),
+        plot_label_deciles(dirs, named(truth), label_counts, out / "deciles.png"),
         plot_training_curves(dirs["base"] + dirs["se"], out / "curves.png"),
         plot_ablation_deltas(dirs, out / "ablation.png"),
         plot_ablation_deltas(dirs, out / "ablation-all.png", metrics=["P@1", "P@3", "P@5"]),

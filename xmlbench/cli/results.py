@@ -2,7 +2,8 @@
 
 RUNS are run folders or folders holding them. The test labels come from the dataset each record names
 (opened once per path); a dataset whose fingerprint no longer matches the runs' is refused, because the
-saved predictions would be scored against other labels.
+saved predictions would be scored against other labels. Saved ids are matched to the dataset's by label
+name, so runs made on copies of the data with labels in another order compare as they should.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
+from xmlbench.data.labels import Truth
 from xmlbench.errors import UserError
 from xmlbench.io import write_text
 from xmlbench.results.compare import DEFAULT_METRICS, Run
@@ -67,8 +68,8 @@ class DatasetCache:
             self._opened[path] = ds
         return self._opened[path]
 
-    def test_labels(self, path: str) -> sp.csr_matrix:
-        return self.dataset(path).test.labels
+    def test_labels(self, path: str) -> Truth:
+        return Truth.test_of(self.dataset(path))
 
     def label_counts(self, path: str) -> np.ndarray:
         return self.dataset(path).label_counts()

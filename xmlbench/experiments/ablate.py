@@ -177,14 +177,15 @@ def write_tables(
 
 
 def _test_labels_loader() -> Callable[[str], object]:
-    """Test labels by dataset path, each dataset opened once."""
+    """Test labels (with their label names) by dataset path, each dataset opened once."""
     from xmlbench.data.dataset import open_dataset
+    from xmlbench.data.labels import Truth
 
     cache: dict[str, object] = {}
 
     def load(path: str):
         if path not in cache:
-            cache[path] = open_dataset(path).test.labels
+            cache[path] = Truth.test_of(open_dataset(path))
         return cache[path]
 
     return load

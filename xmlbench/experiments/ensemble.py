@@ -6,6 +6,10 @@ the sum is over the union of each document's member top-100 lists (a label outsi
 contributes 0 from that member, which is exact for the clustered recipe and a top-100 truncation of the
 flat one). The result is written as its own run folder with ``"ensemble": {"members": [...]}``, so tables
 rank it apart from single models.
+
+Members are summed per label NAME: a member run on a copy of the data whose labels got other ids (train
+lines in another order) adds to the same labels. The ensemble's ids are those of the first member's dataset,
+followed by the labels only other members know (misses when scored against that dataset).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from xmlbench.data.labels import Truth, match_labels, remap_ids, union_names
 from xmlbench.errors import UserError
 from xmlbench.metrics import TOP_K, evaluate
 from xmlbench.runs import record as rec
@@ -36,6 +41,21 @@ def sum_topk(members: list[tuple[np.ndarray, np.ndarray]], n_labels: int, k: int
     return topk_sparse_rows(total.indptr, total.indices, total.data.astype(np.float32), k)
 
 
+def sum_by_label_name(run_dirs: list[Path], truth: Truth) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(label names, ids, scores): the members' top-k summed per label name, in the label space of
+    ``truth``'s names followed by the names only some members have (so ties go to ``truth``'s order)."""
+    members = []
+    for d in run_dirs:
+        pred = rec.load_predictions(d)
+        member_names = rec.prediction_label_names(d, pred, truth)
+        match_labels(member_names, truth.label_names, f"ensemble member {d}", truth.describe())
+        members.append((member_names, pred))
+    names = union_names([truth.label_names, *(n for n, _ in members)])
+    summed = [(remap_ids(p.ids, n, names), p.scores) for n, p in members]
+    ids, scores = sum_topk(summed, len(names))
+    return names, ids, scores
+
+
 def ensemble_runs(run_dirs: list[Path], out: Path, command: str = "") -> dict:
     if len(run_dirs) < 2:
         raise UserError("an ensemble needs at least two finished runs")
@@ -46,11 +66,11 @@ def ensemble_runs(run_dirs: list[Path], out: Path, command: str = "") -> dict:
     from xmlbench.data.dataset import open_dataset
 
     ds = open_dataset(records[0]["dataset"]["path"])
-    preds = [rec.read_predictions(d) for d in run_dirs]
-    ids, scores = sum_topk(preds, ds.n_labels)
-    metrics = evaluate(ids, ds.test.labels, inv_propensity=ds.inv_propensity())
+    names, ids, scores = sum_by_label_name(run_dirs, Truth.test_of(ds))
+    on_ds = remap_ids(ids, names, ds.label_names)  # labels the dataset lacks: -1, misses
+    metrics = evaluate(on_ds, ds.test.labels, inv_propensity=ds.inv_propensity())
     out.mkdir(parents=True, exist_ok=True)
-    rec.write_predictions(out, ids, scores)
+    rec.write_predictions(out, ids, scores, names)
     first = records[0]
     selections = sorted({r["selection"]["split"] for r in records})
     record = {

@@ -2,6 +2,10 @@
 
 The runner (``xmlbench.runs.runner``) owns the protocol: splits, validation, the single read of the
 test split, metrics, predictions and the run record. A model only fits, predicts top-k, saves and loads.
+
+Label identity: a model's label ids are those of the dataset it was trained on, and it saves their names.
+``load`` rebuilds it in that label space and maps its predictions by name onto the dataset it is loaded
+for (:mod:`xmlbench.data.labels`), so a dataset with the same labels in another order scores the same.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from typing import Any
 import numpy as np
 
 from xmlbench.data.dataset import Dataset, Split
+from xmlbench.data.labels import in_label_space, map_ids, match_labels
+from xmlbench.io import write_text
+
+LABEL_NAMES = "label_names.txt"  # the saved label names of a model folder, one a line
 
 
 @dataclass
@@ -42,23 +50,56 @@ class Model(ABC):
     def __init__(self, config: Any, dataset: Dataset) -> None:
         self.config = config
         self.n_labels = dataset.n_labels
+        self.label_names: list[str] = list(dataset.label_names)  # what this model's own label ids stand for
+        # Set by ``load``: own label id -> id in the dataset loaded for (-1: it lacks the label); None while
+        # both orders are the same.
+        self.label_map: np.ndarray | None = None
+        self.label_names_assumed = False  # loaded from a folder saved without label names
 
     @abstractmethod
     def fit(self, ctx: FitContext) -> dict[str, Any]:
         """Train; return selection facts for the record (e.g. ``{"best_step": 1200, "metric": "P@5"}``)."""
 
-    @abstractmethod
     def predict(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k label ids (int32, -1 = none) and scores (float32), best first, for every document."""
+        """Top-k label ids (int32, -1 = none) and scores (float32), best first, for every document; ids are
+        those of the dataset the model was built or loaded for (-1 also where that dataset lacks a label)."""
+        ids, scores = self.predict_own(split, k, progress)
+        return (ids if self.label_map is None else map_ids(ids, self.label_map)), scores
+
+    @abstractmethod
+    def predict_own(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``predict`` in the model's own label ids (those of ``self.label_names``)."""
 
     @abstractmethod
     def save(self, folder: Path) -> None:
-        """Write the model as plain arrays/tensors plus JSON: loading needs nothing else, and no pickle."""
+        """Write the model as plain arrays/tensors plus JSON: loading needs nothing else, and no pickle.
+        Its label names go with it (``save_label_names``, or inside a checkpoint)."""
+
+    @classmethod
+    def load(cls, folder: Path, dataset: Dataset) -> Model:
+        """The saved model, predicting in ``dataset``'s label ids (matched by name)."""
+        model = cls.restore(folder, dataset)
+        model.map_labels_onto(dataset)
+        return model
 
     @classmethod
     @abstractmethod
-    def load(cls, folder: Path, dataset: Dataset) -> Model:
-        ...
+    def restore(cls, folder: Path, dataset: Dataset) -> Model:
+        """Rebuild the saved model in its own label space: build it on ``saved_label_space(folder, dataset)``
+        (or the like), not on ``dataset``, whose label ids may follow another order."""
+
+    def map_labels_onto(self, dataset: Dataset) -> None:
+        """Make ``predict`` answer in ``dataset``'s label ids; refused when no label name matches."""
+        if self.label_names_assumed:
+            return  # nothing to map by: the caller checks that this is the data the model was made on
+        table = match_labels(self.label_names, dataset.label_names, f"model {self.name}",
+                             f"dataset {dataset.name}")
+        self.label_map = None if np.array_equal(table, np.arange(len(table))) else table
+
+    @property
+    def unmatched_labels(self) -> int:
+        """How many of the model's labels the dataset loaded for lacks (their predictions are misses)."""
+        return 0 if self.label_map is None else int((self.label_map < 0).sum())
 
     def n_parameters(self) -> int:
         return 0
@@ -66,6 +107,21 @@ class Model(ABC):
     def details(self) -> dict[str, Any]:
         """Resolved facts that name the system in tables (e.g. LightXML's regime)."""
         return {}
+
+
+def save_label_names(folder: Path, names: list[str]) -> None:
+    """Label names are whitespace-free (the readers split on whitespace): one a line is unambiguous."""
+    write_text(folder / LABEL_NAMES, "".join(f"{n}\n" for n in names))
+
+
+def saved_label_space(folder: Path, dataset: Dataset) -> tuple[Dataset, bool]:
+    """(``dataset`` in the label space saved in ``folder``, whether the names were assumed). A folder saved
+    before models kept their label names gets ``dataset`` as it is, flagged, so that callers can refuse
+    to use it on any data but its own."""
+    path = Path(folder) / LABEL_NAMES
+    if not path.is_file():
+        return dataset, True
+    return in_label_space(dataset, path.read_text(encoding="utf-8").splitlines()), False
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from torch import nn
 
 from xmlbench.config import from_dict, to_dict
 from xmlbench.data.dataset import Dataset, Split
+from xmlbench.data.labels import in_label_space
 from xmlbench.engine import checkpoint as ckpt
 from xmlbench.engine import distributed as dist
 from xmlbench.engine import loop
@@ -96,7 +97,7 @@ class NeuralModel(Model):
 
     def hierarchy(self) -> dict[str, Any]:
         """Label structure saved with the model (label vocabulary, clusters)."""
-        return {"label_names": list(self.dataset.label_names)}
+        return {"label_names": list(self.label_names)}
 
     def load_hierarchy(self, hierarchy: dict[str, Any]) -> None:
         pass
@@ -164,7 +165,7 @@ class NeuralModel(Model):
         return {**selection, "stage_s": {k: round(v, 3) for k, v in stage_s.items()},
                 "earlier_sessions_s": max(0.0, stage_s["train"] - this_session)}
 
-    def predict(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def predict_own(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         with dist.main_first():
             tokens = self.tokens(split, progress)
         return self._predict_tokens(tokens, split.file_rows, k, progress)
@@ -234,17 +235,21 @@ class NeuralModel(Model):
         write_json(folder / "model.json", {"model": self.name, "config": to_dict(self.config)})
 
     @classmethod
-    def load(cls, folder: Path, dataset: Dataset) -> NeuralModel:
+    def restore(cls, folder: Path, dataset: Dataset) -> NeuralModel:
         return cls.from_checkpoint(folder / MODEL_FILE, dataset)
 
     @classmethod
     def from_checkpoint(cls, path: Path, dataset: Dataset) -> NeuralModel:
-        """Rebuild the model from the checkpoint alone (plus the dataset it predicts)."""
+        """Rebuild the model from the checkpoint alone (plus the dataset it predicts), in the label space
+        saved in its hierarchy (``load`` then maps predictions onto ``dataset``'s ids)."""
         saved = ckpt.load(path)
         config_dict = json.loads(saved["config"])
         config_dict.pop("model", None)
         config_dict.pop("encoder_config", None)
-        model = cls(from_dict(cls.config_cls(), config_dict), dataset)
+        names = saved["hierarchy"].get("label_names")
+        own = dataset if names is None else in_label_space(dataset, names)
+        model = cls(from_dict(cls.config_cls(), config_dict), own)
+        model.label_names_assumed = names is None
         model.load_hierarchy(saved["hierarchy"])
         model.net.load_state_dict(net_state(saved))
         model.net.eval()

@@ -6,7 +6,9 @@ p-values (the arms of an ablation) for multiple comparisons.
 Also home of what tables and plots share: ``Run`` (a finished run folder and its record), the system name a
 record stands for, and per-document scores recomputed from ``predictions.npz``. Per-document scores follow
 the conventions of :mod:`xmlbench.metrics` (a label repeated in a row scores once; id -1 or out of range is
-a miss; P@k divides by k), so their mean equals ``evaluate``'s number.
+a miss; P@k divides by k), so their mean equals ``evaluate``'s number. Saved ids are mapped by label name
+onto the scored dataset's (:class:`~xmlbench.data.labels.Truth`) first: runs made on copies of the data
+with labels in another order score as they should, and a label the dataset lacks is a miss.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from xmlbench.data.labels import Truth
 from xmlbench.errors import UserError
-from xmlbench.runs.record import find_runs, read_predictions, read_record
+from xmlbench.runs.record import find_runs, predictions_onto, read_record
 
 DEFAULT_METRICS = ["P@1", "P@3", "P@5", "nDCG@5", "PSP@5"]
 N_RESAMPLES = 1000
-TruthLoader = Callable[[str], sp.csr_matrix]
+TruthLoader = Callable[[str], Truth]  # a dataset path -> its test labels and their names
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -186,12 +189,12 @@ def parse_metric(metric: str) -> tuple[str, int]:
     return family, int(k)
 
 
-def mean_doc_scores(runs: list[Run], truth: sp.spmatrix, metric: str) -> np.ndarray:
+def mean_doc_scores(runs: list[Run], truth: Truth, metric: str) -> np.ndarray:
     """Per-document score averaged over ``runs`` (one value per test document)."""
     total = None
     for r in runs:
-        ids, _ = read_predictions(r.dir)
-        s = doc_scores(ids, truth, metric)
+        ids, _ = predictions_onto(r.dir, truth)
+        s = doc_scores(ids, truth.labels, metric)
         total = s if total is None else total + s
     assert total is not None, "mean_doc_scores needs at least one run"
     return total / len(runs)
@@ -303,7 +306,7 @@ def paired_runs(runs_a: list[Run], runs_b: list[Run]) -> tuple[list[Run], list[R
 def bootstrap_delta(
     runs_a: list[Run],
     runs_b: list[Run],
-    truth: sp.spmatrix,
+    truth: Truth,
     metric: str,
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from xmlbench.data.labels import Truth
 from xmlbench.errors import UserError
 from xmlbench.results.compare import Run, TruthLoader, by_seed, hit_matrix, load_runs
-from xmlbench.runs.record import read_predictions
+from xmlbench.runs.record import predictions_onto
 
 HISTORY = "history.jsonl"
 
@@ -66,7 +67,7 @@ def decile_contributions(
 
 def plot_label_deciles(
     runs_by_system: dict[str, list[Path]],
-    truth: sp.spmatrix,
+    truth: Truth,
     label_counts: np.ndarray,
     out: Path,
     k: int = 5,
@@ -78,7 +79,8 @@ def plot_label_deciles(
     width = 0.8 / n_sys
     x = np.arange(10)
     for i, (system, dirs) in enumerate(runs_by_system.items()):
-        parts = [decile_contributions(read_predictions(d)[0], truth, label_counts, k) for d in dirs]
+        parts = [decile_contributions(predictions_onto(d, truth)[0], truth.labels, label_counts, k)
+                 for d in dirs]
         mean = np.mean(parts, axis=0)
         ax.bar(x + (i - (n_sys - 1) / 2) * width, mean, width, label=f"{system} (P@{k} {mean.sum():.2f})")
     ax.set_xticks(x, [str(d + 1) for d in x])

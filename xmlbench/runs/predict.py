@@ -1,7 +1,14 @@
-"""Reload a finished run's model from its folder alone and predict a dataset."""
+"""Reload a finished run's model from its folder alone and predict a dataset.
+
+The dataset may be another one than the run's (``--dataset``): the model's labels are matched to its
+labels by name, so the same data with its labels in another order scores the same. A label of the model's
+that the dataset lacks is a wrong prediction wherever the model ranks it (a miss, the P@k denominator stays
+k); a dataset sharing no label name with the model is refused.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from xmlbench.data.dataset import open_dataset
@@ -22,14 +29,23 @@ def load_run_model(run_dir: Path, dataset_name: str | None = None):
         raise UserError(f"{run_dir}: no record names the dataset; pass --dataset")
     ds = open_dataset(name)
     model = MODELS.get(meta["model"]).cls.load(run_dir / "model", ds)
+    made_on = record.get("dataset", {}).get("fingerprint")
+    if model.label_names_assumed and made_on != ds.fingerprint:
+        raise UserError(
+            f"{run_dir / 'model'} was saved without its label names and {ds.name} is not the data it was "
+            f"trained on (dataset fingerprint {ds.fingerprint}, not {made_on}): its label ids cannot be matched"
+        )
     return model, ds
 
 
 def predict_run(run_dir: Path, dataset_name: str | None, split: str, out: str | None, progress: bool) -> dict:
     model, ds = load_run_model(run_dir, dataset_name)
+    if model.unmatched_labels:
+        print(f"note: {model.unmatched_labels} of the model's {model.n_labels} labels are not labels of "
+              f"{ds.name}; predicting one counts as a miss", file=sys.stderr)
     part = ds.test if split == "test" else ds.train
     ids, scores = model.predict(part, TOP_K, progress=progress)
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
-        rec.write_predictions(Path(out), ids, scores)
+        rec.write_predictions(Path(out), ids, scores, ds.label_names)
     return evaluate(ids, part.labels, inv_propensity=ds.inv_propensity())

@@ -2,8 +2,10 @@
 
 ``record.json`` holds the resolved config, dataset fingerprint, code and package versions, hardware,
 seed, time per stage, peak memory, metrics per split and which split selected the checkpoint.
-``predictions.npz`` holds the test top-100 (ids int32, scores float32). A record is written last, so a
-folder with a ``record.json`` whose status is "complete" is a finished run; anything else is not.
+``predictions.npz`` holds the test top-100 (ids int32, scores float32) and ``label_names`` (str), the
+label each id stands for: ids alone mean nothing outside the dataset that gave them (see
+:mod:`xmlbench.data.labels`). A record is written last, so a folder with a ``record.json`` whose status is
+"complete" is a finished run; anything else is not.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xmlbench.data.labels import Names, Truth, map_ids, match_labels, names_array
+from xmlbench.errors import UserError
 from xmlbench.io import atomic_path, read_json, write_json
 from xmlbench.paths import CHECKOUT_ROOT
 
@@ -99,14 +104,56 @@ class StageTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
-def write_predictions(run_dir: Path, ids: np.ndarray, scores: np.ndarray) -> None:
+def write_predictions(run_dir: Path, ids: np.ndarray, scores: np.ndarray, label_names: Names) -> None:
+    """``label_names``: the names of the label space ``ids`` index (a dataset's ``label_names``)."""
     with atomic_path(run_dir / PREDICTIONS) as tmp, open(tmp, "wb") as f:
-        np.savez(f, ids=ids.astype(np.int32), scores=scores.astype(np.float32))
+        np.savez(f, ids=ids.astype(np.int32), scores=scores.astype(np.float32),
+                 label_names=names_array(label_names))
+
+
+@dataclass(frozen=True)
+class Predictions:
+    ids: np.ndarray  # (n, k) int32 in the label space of ``label_names``
+    scores: np.ndarray  # (n, k) float32
+    label_names: np.ndarray | None  # None: a file written before predictions carried their label names
+
+
+def load_predictions(run_dir: Path) -> Predictions:
+    with np.load(Path(run_dir) / PREDICTIONS, allow_pickle=False) as z:
+        names = z["label_names"] if "label_names" in z.files else None
+        return Predictions(z["ids"], z["scores"], names)
 
 
 def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(Path(run_dir) / PREDICTIONS, allow_pickle=False) as z:
-        return z["ids"], z["scores"]
+    """(ids, scores) as saved: ids of the run's own label space. To score them, use ``predictions_onto``."""
+    p = load_predictions(run_dir)
+    return p.ids, p.scores
+
+
+def prediction_label_names(run_dir: Path, pred: Predictions, onto: Truth) -> np.ndarray:
+    """The names ``pred``'s ids stand for. A file without names (older than names in predictions) is
+    trusted only on the data its run was made on: same dataset fingerprint, hence the same label ids."""
+    if pred.label_names is not None:
+        return pred.label_names
+    made_on = read_record(run_dir).get("dataset", {}) if (Path(run_dir) / RECORD).is_file() else {}
+    same_data = bool(onto.fingerprint) and made_on.get("fingerprint") == onto.fingerprint
+    if not same_data or made_on.get("n_labels", len(onto.label_names)) != len(onto.label_names):
+        raise UserError(
+            f"{Path(run_dir) / PREDICTIONS} has no label names (saved before predictions carried them) and "
+            f"its run was made on other data (dataset fingerprint {made_on.get('fingerprint')}, not "
+            f"{onto.fingerprint}), so its label ids cannot be matched; re-save it on the run's own data with "
+            f"'xmlbench predict {run_dir} --out {run_dir}'"
+        )
+    return names_array(onto.label_names)
+
+
+def predictions_onto(run_dir: Path, onto: Truth) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) of a run's saved predictions, ids mapped by label name onto ``onto``'s label space
+    (-1 where ``onto`` lacks the label: a miss); refused when no label name matches."""
+    pred = load_predictions(run_dir)
+    names = prediction_label_names(run_dir, pred, onto)
+    table = match_labels(names, onto.label_names, str(Path(run_dir) / PREDICTIONS), onto.describe())
+    return map_ids(pred.ids, table), pred.scores
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> None:

@@ -170,7 +170,7 @@ def run(opts: RunOptions) -> dict[str, Any]:
         record["selection"]["warning"] = "checkpoint chosen on the TEST split (original LightXML protocol)"
     record["world_size"] = dist.world_size()
     if main:
-        rec.write_predictions(run_dir, ids, scores)
+        rec.write_predictions(run_dir, ids, scores, ds.label_names)
         rec.write_record(run_dir, record)
     dist.barrier()
     return record

@@ -10,7 +10,7 @@ import numpy as np
 from xmlbench.config import from_dict, to_dict
 from xmlbench.data.dataset import Dataset, Split
 from xmlbench.io import read_json, write_json
-from xmlbench.models.base import FitContext, Model
+from xmlbench.models.base import FitContext, Model, save_label_names, saved_label_space
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class LabelFrequency(Model):
         self.frequency = (counts / max(len(ctx.train), 1)).astype(np.float32)
         return {}
 
-    def predict(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def predict_own(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, self.n_labels)
         order = np.lexsort((np.arange(self.n_labels), -self.frequency))[:k]  # ties: smaller id first
         ids = np.broadcast_to(order.astype(np.int32), (len(split), k)).copy()
@@ -40,12 +40,15 @@ class LabelFrequency(Model):
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         _save_npz(folder / "frequency.npz", frequency=self.frequency)
+        save_label_names(folder, self.label_names)
         write_json(folder / "model.json", {"model": self.name, "config": to_dict(self.config)})
 
     @classmethod
-    def load(cls, folder: Path, dataset: Dataset) -> LabelFrequency:
+    def restore(cls, folder: Path, dataset: Dataset) -> LabelFrequency:
         meta = read_json(folder / "model.json")
-        model = cls(from_dict(LabelFrequencyConfig, meta["config"]), dataset)
+        own, assumed = saved_label_space(folder, dataset)
+        model = cls(from_dict(LabelFrequencyConfig, meta["config"]), own)
+        model.label_names_assumed = assumed
         with np.load(folder / "frequency.npz", allow_pickle=False) as z:
             model.frequency = z["frequency"]
         return model

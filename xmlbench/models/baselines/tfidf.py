@@ -21,7 +21,7 @@ from xmlbench.data.dataset import Dataset, Split
 from xmlbench.data.features import TfidfState, fit_tfidf, load_tfidf, save_tfidf, transform_tfidf
 from xmlbench.errors import UserError
 from xmlbench.io import atomic_path, read_json, write_json
-from xmlbench.models.base import FitContext, Model
+from xmlbench.models.base import FitContext, Model, save_label_names, saved_label_space
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class TfidfOvr(Model):
         self.bias = np.array([b for _, b in rows], dtype=np.float32)
         return {"trained_labels": int(len(self.label_ids))}
 
-    def predict(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def predict_own(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         if self.tfidf is None:
             raise RuntimeError("tfidf-ovr: predict before fit or load")
         X = transform_tfidf(self.tfidf, split)
@@ -85,12 +85,15 @@ class TfidfOvr(Model):
         with atomic_path(folder / "weights.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, data=W.data, indices=W.indices, indptr=W.indptr, shape=np.array(W.shape),
                      bias=self.bias, label_ids=self.label_ids)
+        save_label_names(folder, self.label_names)
         write_json(folder / "model.json", {"model": self.name, "config": to_dict(self.config)})
 
     @classmethod
-    def load(cls, folder: Path, dataset: Dataset) -> TfidfOvr:
+    def restore(cls, folder: Path, dataset: Dataset) -> TfidfOvr:
         meta = read_json(folder / "model.json")
-        model = cls(from_dict(TfidfOvrConfig, meta["config"]), dataset)
+        own, assumed = saved_label_space(folder, dataset)
+        model = cls(from_dict(TfidfOvrConfig, meta["config"]), own)
+        model.label_names_assumed = assumed
         model.tfidf = load_tfidf(folder / "tfidf")
         with np.load(folder / "weights.npz", allow_pickle=False) as z:
             model.weights = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))

@@ -33,7 +33,7 @@ from xmlbench.data.dataset import Dataset, Split
 from xmlbench.data.features import TfidfState, fit_tfidf, load_tfidf, save_tfidf, transform_tfidf
 from xmlbench.errors import UserError
 from xmlbench.io import read_json, write_json
-from xmlbench.models.base import FitContext, Model
+from xmlbench.models.base import FitContext, Model, save_label_names, saved_label_space
 
 MODE_DEFAULTS = {
     # mode: (cluster_k, balanced clustering, max_depth), as in Omikuji's README for each method
@@ -102,7 +102,7 @@ class Tree(Model):
         self.forest.init_prediction_thread_pool(cfg.n_threads)  # else omikuji takes every core
         return {}
 
-    def predict(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def predict_own(self, split: Split, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         if self.tfidf is None or self.forest is None:
             raise RuntimeError("tree: predict before fit or load")
         if not self._densified:
@@ -119,15 +119,18 @@ class Tree(Model):
         save_tfidf(self.tfidf, folder / "tfidf")
         with quiet_native_output(lambda line: None, echo=False):  # omikuji logs every tree it writes
             self.forest.save(str(folder / "omikuji"))  # its own folder format: settings.json + tree*.cbor
+        save_label_names(folder, self.label_names)
         write_json(folder / "model.json", {"model": self.name, "config": to_dict(self.config),
                                            "library": f"omikuji {_omikuji_version()}"})
 
     @classmethod
-    def load(cls, folder: Path, dataset: Dataset) -> Tree:
+    def restore(cls, folder: Path, dataset: Dataset) -> Tree:
         import omikuji
 
         meta = read_json(folder / "model.json")
-        model = cls(from_dict(TreeConfig, meta["config"]), dataset)
+        own, assumed = saved_label_space(folder, dataset)
+        model = cls(from_dict(TreeConfig, meta["config"]), own)
+        model.label_names_assumed = assumed
         model.tfidf = load_tfidf(folder / "tfidf")
         with quiet_native_output(lambda line: None, echo=False):  # silence omikuji's per-tree loading log
             model.forest = omikuji.Model.load(str(folder / "omikuji"))

@@ -273,7 +273,7 @@ class LightXML(NeuralModel):
         return {"mode": self.mode}
 
     def hierarchy(self) -> dict[str, Any]:
-        h: dict[str, Any] = {"label_names": list(self.dataset.label_names), "mode": self.mode}
+        h: dict[str, Any] = {"label_names": list(self.label_names), "mode": self.mode}
         if self.clusters is not None:
             h["label_to_cluster"] = torch.as_tensor(self.clusters[0])
             h["cluster_labels"] = torch.as_tensor(self.clusters[1])

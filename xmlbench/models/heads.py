@@ -17,18 +17,31 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 HeadNorm = Literal["none", "batchnorm"]
 BiasInit = Literal["zero", "prior"]
 
 
+class FeatureStandardiser(nn.BatchNorm1d):
+    """Per-feature standardisation of a (B, D) document vector: batch statistics in training, running
+    statistics at inference, no affine parameters (the head's own weights do the scaling). A training
+    batch of one document (a last, short batch) uses the running statistics: a batch of one has none."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] < 2:
+            return F.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
+        return super().forward(x)
+
+
 def document_norm(kind: str, dim: int) -> nn.Module:
-    """``batchnorm``: standardise each feature of the (B, D) document vector with batch statistics in
-    training and running statistics at inference (BatchNorm1d without affine parameters: the head's own
-    weights do the scaling); ``none``: the identity (LightXML's original)."""
+    """``batchnorm``: a ``FeatureStandardiser``; ``none``: the identity (LightXML's original)."""
     if kind == "batchnorm":
-        return nn.BatchNorm1d(dim, affine=False)
+        return FeatureStandardiser(dim)
     return nn.Identity()
 
 

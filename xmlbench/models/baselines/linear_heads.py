@@ -46,8 +46,8 @@ class LinearHeadConfig(NeuralConfig):
     swa_warmup: int = -1  # no weight averaging in the seeds
     pooling: Literal["cls", "mean"] = "cls"  # first-token vector of the last layer, or mean over tokens
     class_weights: bool = True  # softmax-linear only: class-weighted NLL as in the seed
-    head_norm: HeadNorm = "none"  # standardise the pooled vector per feature (xmlbench.models.heads)
-    bias_init: BiasInit = "zero"  # "prior": the classifier's biases start at the training label prior
+    head_norm: HeadNorm = "batchnorm"  # standardise the pooled vector per feature (xmlbench.models.heads)
+    bias_init: BiasInit = "prior"  # the classifier's biases start at the training label prior
 
 
 class LinearHeadNet(nn.Module):
@@ -166,8 +166,10 @@ def weighted_nll(logits: torch.Tensor, positives: torch.Tensor, class_weight: to
 
 
 def smoke_preset(ds: Dataset, encoder: str) -> dict[str, Any]:
+    # A random encoder: no per-feature standardisation (it amplifies noise; see the LightXML smoke preset).
     return {"encoder": encoder or "tiny", "max_len": 64, "epochs": 3, "batch_size": 32, "encoder_lr": 1e-3,
-            "classifier_lr": 1e-2, "eval_batch_size": 128, "max_steps": 600, "checkpoint_every": 100}
+            "classifier_lr": 1e-2, "eval_batch_size": 128, "max_steps": 600, "checkpoint_every": 100,
+            "head_norm": "none", "bias_init": "zero"}
 
 
 def default_preset(ds: Dataset, encoder: str) -> dict[str, Any]:

@@ -39,6 +39,10 @@ def smoke_preset(ds: Dataset, encoder: str) -> dict[str, Any]:
     prior for ~4-5 epochs (~2,000 steps of 32 on synth-eurlex4k) before [CLS] learns to attend to the
     text; after that P@1 climbs quickly. A shorter budget only measures that plateau. SWA starts with
     the seventh epoch (swa_warmup counts from 0) so that plateau weights are not averaged in.
+
+    It keeps the original's heads (one lr, no document norm, zero biases): standardising a random
+    encoder's [CLS] per feature amplifies its 0.3% of document content together with noise (on the
+    synthetic ``small`` set, flat, 170 steps: test P@1 1.0 with head_norm=batchnorm, 5.7 without).
     """
     return {
         "encoder": encoder or "tiny",
@@ -54,4 +58,7 @@ def smoke_preset(ds: Dataset, encoder: str) -> dict[str, Any]:
         "top_b": 8,
         "leaf_size": 32,
         "checkpoint_every": 500,
+        "head_lr": -1.0,
+        "head_norm": "none",
+        "bias_init": "zero",
     }

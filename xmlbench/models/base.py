@@ -67,6 +67,12 @@ class Model(ABC):
         """Resolved facts that name the system in tables (e.g. LightXML's regime)."""
         return {}
 
+    @classmethod
+    def regime(cls, config: Any, dataset: Dataset) -> str:
+        """"flat" or "clustered": the dataset's LightXML regime, which decides the original protocol's
+        selection split; LightXML resolves its ``mode`` key."""
+        return dataset.info.mode if dataset.info is not None else "flat"
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -81,5 +87,7 @@ class ModelEntry:
     config_cls: type
     description: str
     presets: dict[str, Callable[[Dataset, str], dict]] = field(default_factory=dict)
+    # protocol name -> (dataset, encoder name) -> config keys merged above the preset (runs/protocol.py)
+    protocols: dict[str, Callable[[Dataset, str], dict]] = field(default_factory=dict)
     neural: bool = False
     requires: tuple[str, ...] = ()  # optional Python packages it needs (e.g. omikuji for the tree)

@@ -173,29 +173,36 @@ def test_dropout_off_covers_the_encoder_attention_but_not_the_variants():
 @pytest.mark.parametrize("count, expected", [
     # 100 documents, batches of 4: 25 batches per epoch; accumulate=2: a step after batches 2, 4, ..., 24
     # and after the last (25): 13 steps per epoch, 1..13 then 14..26. SWA from epoch 0, swa_step=5.
-    # steps (today): steps 5, 10 | 15, 20, 25 -> 2 | 3 folds.
-    ("steps", [2, 3]),
-    # batches (the original's `step % swa_step == 0`, step = batch index from 0): 0, 5, 10, 15, 20 -> 5 | 5
-    ("batches", [5, 5]),
+    # steps (today): steps 5, 10 (after batches 10, 20) | 15, 20, 25 (after batches 4, 14, 24 of epoch 1).
+    ("steps", [[10, 20], [4, 14, 24]]),
+    # batches (the original's `step % swa_step == 0`, step = the batch's index from 0): indices 0, 5, 10,
+    # 15, 20, i.e. right after batches 1, 6, 11, 16, 21 of every epoch: 5 folds, not ~2.5.
+    ("batches", [[1, 6, 11, 16, 21], [1, 6, 11, 16, 21]]),
 ])
 def test_swa_folds_per_epoch_by_steps_or_by_batches(count, expected, tmp_path, monkeypatch):
-    folds: list[str] = []
+    recorder = Recorder(100)
+    folds: list[int | str] = []  # the batches of the epoch run before each fold; "end" at each epoch end
 
     class CountingSWA(loop.SWA):
         def fold(self, net):
-            folds.append("fold")
+            folds.append(recorder.seen)
             super().fold(net)
 
     monkeypatch.setattr(loop, "SWA", CountingSWA)
-    recorder = Recorder(100)
     selections = recorder.evaluate
     recorder.evaluate = lambda: (folds.append("end"), selections())[1]
     cfg = _config("accumulate=2", "swa_warmup=0", "swa_step=5", f"swa_count={count}")
     result = _train(recorder, cfg, tmp_path / count, monkeypatch)
-    assert folds[0] == "fold"  # the start of the average: the weights as epoch swa_warmup begins
-    per_epoch = " ".join(folds[1:]).split("end")[:-1]
-    assert [part.split().count("fold") for part in per_epoch] == expected
-    assert result["swa_models"] == 1 + sum(expected)
+    assert folds[0] == 0  # the start of the average: the weights as epoch swa_warmup begins
+    per_epoch, current = [], []
+    for f in folds[1:]:
+        if f == "end":
+            per_epoch.append(current)
+            current = []
+        else:
+            current.append(f)
+    assert per_epoch == expected
+    assert result["swa_models"] == 1 + sum(len(e) for e in expected)
 
 
 @pytest.mark.parametrize("count, expected", [
@@ -361,6 +368,49 @@ def test_clusters_published_without_the_file_is_an_error(tiny_dataset, tmp_path)
     with pytest.raises(UserError, match="label_group0.npy: cluster 0 names label 'nope'"):
         run(RunOptions(dataset=str(folder), model="lightxml", preset="smoke", out=str(tmp_path / "r2"),
                        progress=False, overrides={"mode": "clustered", "clusters": "published"}))
+
+
+# ------------------------------------------------------------------------ the protocol's run half
+@pytest.mark.parametrize("mode, n_train, select_on, valid_size", [
+    ("flat", 15_449, "test", 0.0),  # eurlex4k: all of train trains, the test split selects
+    ("clustered", 490_449, "valid", 4000.0),  # amazon670k: 4,000 documents held out
+    ("clustered", 300, "valid", 30.0),  # tiny: capped at a tenth of train
+])
+def test_original_protocol_run_options(mode, n_train, select_on, valid_size):
+    from types import SimpleNamespace
+
+    from xmlbench.models import MODELS
+    from xmlbench.models.lightxml.model import LightXMLConfig
+    from xmlbench.runs.runner import RunOptions, resolve_protocol
+
+    ds = SimpleNamespace(train=range(n_train), info=None)
+    entry, config = MODELS.get("lightxml"), LightXMLConfig(mode=mode)
+    opts = resolve_protocol(RunOptions(dataset="d", model="lightxml", protocol="original"), entry, ds, config)
+    assert (opts.seed, opts.select_on, opts.valid_size) == (6088, select_on, valid_size)
+    fair = resolve_protocol(RunOptions(dataset="d", model="lightxml"), entry, ds, config)
+    assert (fair.seed, fair.select_on, fair.valid_size) == (0, "valid", 0.1)
+    given = RunOptions(dataset="d", model="lightxml", protocol="original", seed=1, select_on="valid",
+                       valid_size=0.2)
+    assert resolve_protocol(given, entry, ds, config) == given  # explicit flags win
+
+
+def test_config_precedence_defaults_preset_protocol_file_set(tmp_path):
+    from xmlbench.models.base import ModelEntry
+    from xmlbench.models.lightxml.model import LightXML, LightXMLConfig
+    from xmlbench.runs.runner import RunOptions, resolve_model_config
+
+    entry = ModelEntry("m", LightXML, LightXMLConfig, "a test entry",
+                       presets={"p": lambda ds, enc: {"amp": "bf16", "adam_eps": 1e-3, "lowercase": "never",
+                                                      "epochs": 3}},
+                       protocols={"original": lambda ds, enc: {"amp": "fp16", "adam_eps": 1e-6,
+                                                               "lowercase": "always"}})
+    (tmp_path / "c.json").write_text(json.dumps({"lowercase": "auto", "adam_eps": 1e-4}))
+    opts = RunOptions(dataset="d", model="m", preset="p", protocol="original",
+                      config_file=str(tmp_path / "c.json"), overrides={"adam_eps": 1e-5})
+    cfg = resolve_model_config(entry, None, opts)
+    assert (cfg.epochs, cfg.amp, cfg.lowercase, cfg.adam_eps) == (3, "fp16", "auto", 1e-5)
+    fair = resolve_model_config(entry, None, RunOptions(dataset="d", model="m", preset="p"))
+    assert (fair.amp, fair.lowercase, fair.adam_eps) == ("bf16", "never", 1e-3)  # no bundle
 
 
 # ------------------------------------------------------------------------ the protocol through the CLI

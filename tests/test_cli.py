@@ -23,11 +23,14 @@ def _parse(argv: list[str]) -> RunOptions:
 @pytest.mark.parametrize("opts", [
     RunOptions(dataset="tiny", model="lightxml", command=""),
     RunOptions(dataset="data dir/with space", model="lightxml", seed=3, valid_size=500.0, select_on="test",
-               preset="smoke", out="runs/x y", resume=True, init_from="init/a.pt", progress=False,
+               protocol="original", preset="smoke", out="runs/x y", resume=True, init_from="init/a.pt",
+               progress=False,
                config_file="c.toml", command="",
                overrides=parse_overrides(["epochs=2", "se.expand=16", "lr=0.001", "encoder=tiny",
                                           "mode=clustered", "amp=off"]) | {"variants": ["se", "doc-rep"]}),
-], ids=["defaults", "everything"])
+    # no --seed, --select-on or --valid-size: they stay open, for the protocol to choose when it runs
+    RunOptions(dataset="tiny", model="lightxml", protocol="original", command=""),
+], ids=["defaults", "everything", "protocol-chooses"])
 def test_options_to_argv_round_trips_through_the_parser(opts):
     assert _parse(options_to_argv(opts)) == opts
     shell = shlex.split(command_line(opts))  # the shell form used by --print-commands and --jobs

@@ -136,12 +136,14 @@ def cmd_ensemble_train(args) -> int:
     from xmlbench.data.dataset import open_dataset
     from xmlbench.experiments.ensemble import ensemble_runs, member_overrides
     from xmlbench.models.lightxml.model import LightXMLConfig, resolve_mode
+    from xmlbench.runs.protocol import protocol_seed
     from xmlbench.runs.runner import run
 
     template = options_from_args(args)
     ds = open_dataset(args.dataset)
     mode = resolve_mode(LightXMLConfig(mode=template.overrides.get("mode", "auto")), ds)
-    root = Path(args.out) if args.out else Path("runs") / Path(args.dataset).name / "ensemble" / f"seed{args.seed}"
+    seed = protocol_seed(args.protocol, args.seed)
+    root = Path(args.out) if args.out else Path("runs") / Path(args.dataset).name / "ensemble" / f"seed{seed}"
     members = []
     for name, over in member_overrides(mode):
         opts = replace(template, out=str(root / name), resume=True, overrides={**template.overrides, **over})

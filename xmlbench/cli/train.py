@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from xmlbench.errors import UserError
+from xmlbench.runs.protocol import PROTOCOLS
 
 
 def add_commands(sub) -> None:
@@ -40,14 +41,20 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", help="encoder for neural models (registered name, folder or hub id)")
     p.add_argument("--variants", help="comma-separated LightXML variants, e.g. se,loss-correction")
     p.add_argument("--preset", default="default", help="named preset of the model (e.g. default, smoke)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="run seed (default: the protocol's, 0 fair / 6088 original)")
+    p.add_argument("--protocol", choices=PROTOCOLS.names(), default="fair",
+                   help="fair (default): select on a part of train; original: LightXML's run scripts, "
+                        "point by point (README: fair vs original)")
     p.add_argument("--out", help="run folder (default runs/DATASET/MODEL.../seedN)")
     p.add_argument("--config", dest="config_file", help="JSON or TOML file with model config keys")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model config key (repeatable), e.g. --set epochs=3")
-    p.add_argument("--select-on", choices=["valid", "test"], default="valid",
-                   help="split that chooses the checkpoint; 'test' reproduces the original (unfair) protocol")
-    p.add_argument("--valid-size", type=float, default=0.1, help="fraction (<1) or count carved from train")
+    p.add_argument("--select-on", choices=["valid", "test"],
+                   help="split that chooses the checkpoint (default: the protocol's, valid; the original "
+                        "protocol: test on flat datasets); 'test' is the original's unfair selection")
+    p.add_argument("--valid-size", type=float,
+                   help="fraction (<1) or count carved from train (default: the protocol's, 0.1; the "
+                        "original protocol: 4000 on clustered datasets)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--init-from", help="start from the weights saved in this run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -68,6 +75,7 @@ def options_from_args(args, **extra):
         seed=args.seed,
         valid_size=args.valid_size,
         select_on=args.select_on,
+        protocol=args.protocol,
         preset=args.preset,
         out=args.out or "",
         resume=args.resume,
@@ -85,11 +93,16 @@ def options_to_argv(opts, command: str = "train") -> list[str]:
     """The ``xmlbench COMMAND ...`` arguments that ``options_from_args`` turns back into ``opts``."""
     from xmlbench.config import to_dict
 
-    args = [command, opts.dataset, "--model", opts.model, "--preset", opts.preset, "--seed", str(opts.seed),
-            "--valid-size", str(opts.valid_size)]
+    args = [command, opts.dataset, "--model", opts.model, "--preset", opts.preset]
+    if opts.protocol != "fair":
+        args += ["--protocol", opts.protocol]
+    if opts.seed is not None:  # None: the protocol chooses, and must still choose when this is parsed
+        args += ["--seed", str(opts.seed)]
+    if opts.valid_size is not None:
+        args += ["--valid-size", str(opts.valid_size)]
     if opts.out:
         args += ["--out", opts.out]
-    if opts.select_on != "valid":
+    if opts.select_on is not None:
         args += ["--select-on", opts.select_on]
     if opts.resume:
         args.append("--resume")

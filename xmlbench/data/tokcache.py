@@ -1,9 +1,12 @@
 """Tokenise a corpus once into memory-mapped arrays; every later run reads them back for free.
 
-LightXML's preprocessing: lower-case the text when the vocabulary is uncased, keep the first ``max_len``
+The preprocessing: lower-case the text (by default when the vocabulary is uncased; LightXML itself
+lower-cases every text, whatever the tokenizer: ``lowercase=True``), keep the first ``max_len``
 whitespace-separated words, tokenise with special tokens, truncate to ``max_len`` tokens and pad.
 
-On disk, under ``cache_dir / f"{fingerprint}-{safe(tokenizer_id)}-{max_len}"/``:
+On disk, under ``cache_dir / f"{fingerprint}-{safe(tokenizer_id)}-{max_len}"/``, with ``-lower`` (or
+``-cased``) appended when the texts are lower-cased although the tokenizer does not lower-case itself (or
+the other way round), so that caches of the two choices never replace each other:
 
 * ``input_ids.npy``  int32 (n_docs, max_len), padded with ``pad_id`` on ``padding_side``;
 * ``lengths.npy``    int32 (n_docs,), tokens per document including special tokens (the attention mask);
@@ -116,17 +119,18 @@ def build_token_cache(
     """Tokenise ``texts`` (exactly ``n_docs`` of them) into a cache, or reuse the cache built earlier.
 
     ``fingerprint`` must identify the texts (e.g. a hash of the dataset files) and ``tokenizer_id`` the
-    tokenizer (e.g. the encoder name): together with ``max_len`` they name the cache folder, and a
-    finished folder is reused without reading ``texts`` at all. ``lowercase`` defaults to whether the
-    tokenizer itself lower-cases (uncased vocabularies).
+    tokenizer (e.g. the encoder name): together with ``max_len`` and the lower-casing they name the cache
+    folder, and a finished folder is reused without reading ``texts`` at all. ``lowercase`` defaults to
+    whether the tokenizer itself lower-cases (uncased vocabularies).
     """
     if n_docs <= 0:
         raise ValueError(f"n_docs must be positive, got {n_docs}")
     if max_len < 2:
         raise ValueError(f"max_len must leave room for the special tokens, got {max_len}")
-    lowercase = tokenizer_lowercases(tokenizer) if lowercase is None else lowercase
+    own = tokenizer_lowercases(tokenizer)
+    lowercase = own if lowercase is None else lowercase
     cache_dir = Path(cache_dir)
-    folder = cache_dir / f"{fingerprint}-{safe_name(tokenizer_id)}-{max_len}"
+    folder = cache_dir / cache_folder_name(fingerprint, tokenizer_id, max_len, lowercase, own)
     expected = {
         "format_version": FORMAT_VERSION,
         "n_docs": n_docs,
@@ -160,8 +164,16 @@ def build_token_cache(
     return TokenCache.open(folder)
 
 
+def cache_folder_name(fingerprint: str, tokenizer_id: str, max_len: int, lowercase: bool,
+                      tokenizer_lowercases_itself: bool) -> str:
+    """The cache's folder name. The tokenizer's own casing keeps the plain name (the caches built before
+    the choice existed stay valid); the other choice gets a suffix, so the two never share a folder."""
+    suffix = "" if lowercase == tokenizer_lowercases_itself else ("-lower" if lowercase else "-cased")
+    return f"{fingerprint}-{safe_name(tokenizer_id)}-{max_len}{suffix}"
+
+
 def prepare_text(text: str, max_len: int, lowercase: bool) -> str:
-    """LightXML's text preprocessing: the first ``max_len`` words, lower-cased for uncased vocabularies."""
+    """The first ``max_len`` words, lower-cased when asked (LightXML lower-cases every text)."""
     words = text.split(maxsplit=max_len)[:max_len]  # maxsplit: never split the rest of a long document
     joined = " ".join(words)
     return joined.lower() if lowercase else joined

@@ -3,6 +3,11 @@
 Reads top to bottom: restore or start; for each epoch, for each batch, ``train_step``; every
 ``eval_every`` steps (and at each epoch end) ``evaluate`` on the selection split and keep the best
 weights; checkpoint at step boundaries so a killed run resumes exactly where it was.
+
+Three switches reproduce the original's loop where it differs (``--protocol original`` sets them):
+``swa_count``/``eval_count`` "batches" count SWA folds and mid-epoch selections by the batch's index in
+the epoch instead of by optimiser steps, and ``eval_mode_after_eval`` leaves dropout off after a mid-epoch
+selection until the epoch ends.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class TrainState:
     best_step: int = -1
     best_epoch: int = -1
     done: bool = False
+    dropout_off: bool = False  # eval_mode_after_eval: a mid-epoch selection switched dropout off this epoch
     train_seconds: float = 0.0  # wall time spent training up to the last checkpoint, over every resume
 
 
@@ -79,6 +85,8 @@ class Precision:
         on_gpu = device.type == "cuda"
         if amp == "auto":
             amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "off"
+        if amp == "fp16" and not on_gpu:
+            amp = "off"  # fp16 means a gradient scaler, which is CUDA's (as the original's apex O1 was)
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
         self.device_type = device.type
         self.name = amp
@@ -99,7 +107,7 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     net = model.net.to(device)
-    optimizer = make_optimizer(model.param_groups(net), cfg.lr, device)
+    optimizer = make_optimizer(model.param_groups(net), cfg.lr, device, cfg.adam_eps)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     total_steps = planned_steps(model.n_train, cfg)
     trained = dist.wrap(net, device)  # DistributedDataParallel under torchrun, else the net itself
@@ -125,24 +133,31 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
         data = model.batches_for(chunks[state.batch :], device.type == "cuda")
         bar = _bar(batches_per_epoch, state.batch, f"epoch {state.epoch + 1}/{cfg.epochs}",
                    session.progress and dist.is_main())
-        net.train()
+        _train_mode(net, state)
         for batch in data:
+            index = state.batch  # this batch's place in the epoch, from 0 (the original counts by it)
             loss = train_step(trained, model.loss, batch.to(device, non_blocking=True), precision, cfg.accumulate)
             state.batch += 1
             bar.update(1)
-            if state.batch % cfg.accumulate and state.batch != batches_per_epoch:
-                continue  # still accumulating gradients
-            set_lr(optimizer, base_lrs, lr_factor(state.step, cfg.warmup_steps, total_steps, cfg.lr_schedule))
-            optimizer_step(net, optimizer, precision)
-            state.step += 1
-            if swa.active and state.step % cfg.swa_step == 0:
-                swa.fold(net)
-            docs_s = (bar.format_dict["rate"] or 0) * cfg.batch_size  # global batch
-            bar.set_postfix(loss=f"{loss:.4f}", docs_s=f"{docs_s:.0f}")
-            history.write(json.dumps({"step": state.step, "epoch": state.epoch, "loss": loss}) + "\n")
-            if cfg.eval_every and state.step % cfg.eval_every == 0:
+            stepped = not (state.batch % cfg.accumulate and state.batch != batches_per_epoch)
+            if stepped:  # else still accumulating gradients
+                set_lr(optimizer, base_lrs, lr_factor(state.step, cfg.warmup_steps, total_steps, cfg.lr_schedule))
+                optimizer_step(net, optimizer, precision)
+                state.step += 1
+                if cfg.swa_count == "steps" and swa.active and state.step % cfg.swa_step == 0:
+                    swa.fold(net)
+                docs_s = (bar.format_dict["rate"] or 0) * cfg.batch_size  # global batch
+                bar.set_postfix(loss=f"{loss:.4f}", docs_s=f"{docs_s:.0f}")
+                history.write(json.dumps({"step": state.step, "epoch": state.epoch, "loss": loss}) + "\n")
+            if _selection_due(cfg, state, index, stepped):
                 _select(model, net, swa, state, run_dir, cfg, history, log)
-                net.train()
+                state.dropout_off = cfg.eval_mode_after_eval
+                _train_mode(net, state)
+            # The original folds after the batch's optimiser step and evaluation, whether or not it stepped.
+            if cfg.swa_count == "batches" and swa.active and index % cfg.swa_step == 0:
+                swa.fold(net)
+            if not stepped:
+                continue
             stop = bool(cfg.max_steps) and state.step >= cfg.max_steps
             if stop or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
                 state.train_seconds = clock.total()
@@ -151,7 +166,7 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
                 break
         bar.close()
         if not stop:
-            state.epoch, state.batch = state.epoch + 1, 0
+            state.epoch, state.batch, state.dropout_off = state.epoch + 1, 0, False
         _select(model, net, swa, state, run_dir, cfg, history, log)
         state.done = stop or state.epoch >= cfg.epochs
         state.train_seconds = clock.total()
@@ -194,9 +209,40 @@ def set_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], factor: floa
         group["lr"] = base * factor
 
 
-def make_optimizer(groups: list[dict], lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; on a GPU the fused kernel (one launch for all parameters instead of several per tensor)."""
-    return torch.optim.AdamW(groups, lr=lr, eps=1e-8, fused=device.type == "cuda")
+def make_optimizer(groups: list[dict], lr: float, device: torch.device,
+                   eps: float = 1e-8) -> torch.optim.Optimizer:
+    """AdamW; on a GPU the fused kernel (one launch for all parameters instead of several per tensor).
+    ``eps`` is torch's default; the original's ``transformers.AdamW`` used 1e-6 (``adam_eps``)."""
+    return torch.optim.AdamW(groups, lr=lr, eps=eps, fused=device.type == "cuda")
+
+
+def _selection_due(cfg, state: TrainState, index: int, stepped: bool) -> bool:
+    """A mid-epoch selection after this batch? ``eval_count`` "steps": every ``eval_every`` optimiser
+    steps of the run; "batches": the original's ``step % eval_step == 0 and step != 0`` with ``step`` the
+    batch's index in the epoch (from 0), so the first one comes ``eval_every`` batches into every epoch."""
+    if not cfg.eval_every:
+        return False
+    if cfg.eval_count == "batches":
+        return index > 0 and index % cfg.eval_every == 0
+    return stepped and state.step % cfg.eval_every == 0
+
+
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def _train_mode(net: nn.Module, state: TrainState) -> None:
+    """Train mode, or, after a mid-epoch selection under ``eval_mode_after_eval``, train mode without dropout.
+
+    The original calls ``eval()`` and leaves it so; in its nets eval mode changes dropout and nothing
+    else. Here only dropout goes: every dropout module, and every module owning one (Hugging Face
+    attention reads its own ``training`` flag to drop attention probabilities), so that variants whose
+    training behaviour depends on ``training`` (random negatives) keep it."""
+    net.train()
+    if not state.dropout_off:
+        return
+    for module in net.modules():
+        if isinstance(module, DROPOUTS) or any(isinstance(c, DROPOUTS) for c in module.children()):
+            module.training = False  # this module only, not its children (eval() would recurse)
 
 
 def epoch_batches(n_train: int, seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:

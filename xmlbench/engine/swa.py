@@ -1,6 +1,7 @@
 """Stochastic weight averaging as in LightXML: from epoch ``swa_warmup`` on, every ``swa_step`` optimiser
-steps the current weights are folded into an equal-weight running mean; evaluation and the saved model use
-the averaged weights (swapped in, then swapped back so training continues on the raw weights)."""
+steps (``swa_count: batches``: every ``swa_step`` batches of the epoch from 0, the original's count) the
+current weights are folded into an equal-weight running mean; evaluation and the saved model use the
+averaged weights (swapped in, then swapped back so training continues on the raw weights)."""
 
 from __future__ import annotations
 

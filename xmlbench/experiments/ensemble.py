@@ -73,6 +73,7 @@ def ensemble_runs(run_dirs: list[Path], out: Path, command: str = "") -> dict:
     rec.write_predictions(out, ids, scores, names)
     first = records[0]
     selections = sorted({r["selection"]["split"] for r in records})
+    protocols = sorted({r.get("protocol", "fair") for r in records})
     record = {
         "status": "complete",
         "command": command,
@@ -81,6 +82,7 @@ def ensemble_runs(run_dirs: list[Path], out: Path, command: str = "") -> dict:
         "variants": first.get("variants", []),
         "preset": first.get("preset"),
         "seed": first.get("seed"),
+        "protocol": protocols[0] if len(protocols) == 1 else "mixed",
         "config": {"members": [r["config"] for r in records]},
         "ensemble": {"members": [str(d) for d in run_dirs], "recipe": "sum of member top-100 scores"},
         "dataset": first["dataset"],

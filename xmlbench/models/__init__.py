@@ -38,6 +38,7 @@ def _register_lightxml() -> None:
             config_cls=lightxml.LightXMLConfig,
             description="LightXML: encoder + label clusters + generator/discriminator (flat or clustered)",
             presets=presets.presets(),
+            protocols=presets.protocols(),
             neural=True,
         ),
     )

@@ -108,6 +108,12 @@ class Model(ABC):
         """Resolved facts that name the system in tables (e.g. LightXML's regime)."""
         return {}
 
+    @classmethod
+    def regime(cls, config: Any, dataset: Dataset) -> str:
+        """"flat" or "clustered": the dataset's LightXML regime, which decides the original protocol's
+        selection split; LightXML resolves its ``mode`` key."""
+        return dataset.info.mode if dataset.info is not None else "flat"
+
 
 def save_label_names(folder: Path, names: list[str]) -> None:
     """Label names are whitespace-free (the readers split on whitespace): one a line is unambiguous."""
@@ -137,5 +143,7 @@ class ModelEntry:
     config_cls: type
     description: str
     presets: dict[str, Callable[[Dataset, str], dict]] = field(default_factory=dict)
+    # protocol name -> (dataset, encoder name) -> config keys merged above the preset (runs/protocol.py)
+    protocols: dict[str, Callable[[Dataset, str], dict]] = field(default_factory=dict)
     neural: bool = False
     requires: tuple[str, ...] = ()  # optional Python packages it needs (e.g. omikuji for the tree)

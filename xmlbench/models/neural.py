@@ -27,6 +27,7 @@ from xmlbench.models.base import FitContext, Model
 from xmlbench.paths import cache_dir
 
 MODEL_FILE = "checkpoint.pt"
+LOWERCASE = {"auto": None, "always": True, "never": False}  # config lowercase -> build_token_cache's
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,16 @@ class NeuralConfig:
     warmup_steps: int = 0  # optimiser steps of linear learning-rate warm-up (0 = none, the original)
     lr_schedule: Literal["constant", "linear"] = "constant"  # after warm-up: constant, or linear decay to 0
     swa_warmup: int = 10  # epoch from which SWA folds weights in; -1 turns SWA off
-    swa_step: int = 200  # optimiser steps between folds
-    eval_every: int = 0  # optimiser steps between selections; 0 = at each epoch end only
+    swa_step: int = 200  # optimiser steps (or batches, see swa_count) between folds
+    # "steps": fold every swa_step optimiser steps, counted over the whole run; "batches": the original's
+    # count, every swa_step batches of the epoch counted from 0 (with accumulate=2 that is twice as often)
+    swa_count: Literal["steps", "batches"] = "steps"
+    eval_every: int = 0  # optimiser steps (or batches, see eval_count) between selections; 0 = epoch end only
+    # "batches": the original's count, after batch eval_every, 2*eval_every, ... of each epoch (from 0)
+    eval_count: Literal["steps", "batches"] = "steps"
+    # The original's trick: after a mid-epoch selection, dropout stays off until the epoch ends
+    eval_mode_after_eval: bool = False
+    adam_eps: float = 1e-8  # AdamW's epsilon; the original's transformers.AdamW defaults to 1e-6
     eval_batch_size: int = 64
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit); for smoke runs/benchmarks
     checkpoint_every: int = 200  # optimiser steps between resumable checkpoints (and at each epoch end)
@@ -56,6 +65,9 @@ class NeuralConfig:
     compile: bool = False  # torch.compile the training step (on an H100: 448 -> 593 docs/s, bert-base, 512)
     dropout: float = 0.5
     encoder_dropout: float = -1.0  # dropout inside the encoder; negative keeps the encoder's own
+    # Lower-case texts before tokenising: "auto" only for tokenizers that lower-case themselves (uncased
+    # vocabularies); "always" as the original does for every encoder, roberta and xlnet included
+    lowercase: Literal["auto", "always", "never"] = "auto"
 
 
 def net_state(saved: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +132,7 @@ class NeuralModel(Model):
             self._caches[key] = build_token_cache(
                 texts.iter_lines(), len(texts), self.encoder.tokenizer, self.encoder.spec.source
                 if not self.encoder.spec.is_random else self.encoder.name, self.config.max_len, key,
-                cache_dir() / "tokens", progress=progress,
+                cache_dir() / "tokens", progress=progress, lowercase=LOWERCASE[self.config.lowercase],
             )
         return self._caches[key]
 

@@ -102,6 +102,8 @@ def system_name(record: dict[str, Any]) -> str:
     variants = record.get("variants") or []
     if variants:
         name += " +" + "+".join(variants)
+    if record.get("protocol", "fair") != "fair":
+        name += f" [{record['protocol']} protocol]"  # another recipe: never averaged with fair runs
     if record.get("ensemble"):
         n = len(record["ensemble"].get("members") or [])
         if "ensemble" in name:

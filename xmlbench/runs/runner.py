@@ -1,15 +1,16 @@
 """The one runner every model goes through: the protocol lives here, not in the models.
 
-1. open the dataset; 2. choose the selection split (valid_* files, else a seeded carve of train; the test
-split only when the user asks for the original protocol); 3. fit; 4. read the test split once, predict the
-top-100, evaluate; 5. write predictions, the model and ``record.json`` (last, atomically).
+1. open the dataset; 2. apply the protocol (``fair`` by default, or ``original``: ``runs/protocol.py``) to
+the options the user left open; 3. choose the selection split (valid_* files, else a seeded carve of train;
+the test split only when the user or the original protocol asks for it); 4. fit; 5. read the test split
+once, predict the top-100, evaluate; 6. write predictions, the model and ``record.json`` (last, atomically).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -22,17 +23,20 @@ from xmlbench.io import write_json
 from xmlbench.metrics import TOP_K, evaluate
 from xmlbench.models import MODELS, FitContext, Model, ModelEntry
 from xmlbench.runs import record as rec
+from xmlbench.runs.protocol import PROTOCOLS
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Protocol options (the model's own options live in its config)."""
+    """Protocol options (the model's own options live in its config). ``None`` leaves the choice to the
+    protocol (``resolve_protocol``); a run records the resolved values."""
 
     dataset: str
     model: str
-    seed: int = 0
-    valid_size: float = 0.1  # a fraction (< 1) or a number of documents, carved from train
-    select_on: Literal["valid", "test"] = "valid"
+    seed: int | None = None  # None: the protocol's (0 fair, 6088 original)
+    valid_size: float | None = None  # a fraction (< 1) or a number of documents, carved from train
+    select_on: Literal["valid", "test"] | None = None
+    protocol: str = "fair"  # a name in PROTOCOLS
     preset: str = "default"
     out: str = ""
     resume: bool = False
@@ -44,15 +48,19 @@ class RunOptions:
 
 
 def resolve_model_config(entry: ModelEntry, ds: Dataset, opts: RunOptions) -> Any:
-    """defaults < preset < config file < --set, checked strictly against the model's config dataclass."""
+    """defaults < preset < protocol bundle < config file < --set, checked strictly against the model's
+    config dataclass. A model without a bundle for the protocol gets only the protocol's run options."""
     layers: dict[str, Any] = {}
+    encoder = opts.overrides.get("encoder", "")
     if opts.preset not in ("", "default") or entry.presets:
         if opts.preset not in entry.presets and opts.preset != "default":
             known = ", ".join(entry.presets) or "(none)"
             raise UserError(f"model {entry.name!r} has no preset {opts.preset!r}; presets: {known}")
         if opts.preset in entry.presets:
-            encoder = opts.overrides.get("encoder", "")
             layers = entry.presets[opts.preset](ds, encoder)
+    bundle = entry.protocols.get(PROTOCOLS.canonical(opts.protocol))
+    if bundle is not None:
+        layers = merge(layers, bundle(ds, encoder))
     if opts.config_file:
         layers = merge(layers, load_config_file(opts.config_file))
     layers = merge(layers, opts.overrides)
@@ -70,8 +78,22 @@ def default_run_dir(opts: RunOptions, config: Any) -> Path:
     return Path("runs") / Path(opts.dataset).name / "-".join(parts) / f"seed{opts.seed}"
 
 
+def resolve_protocol(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: Any) -> RunOptions:
+    """``opts`` with the seed, selection split and hold-out size the user left open (``None``) set by the
+    protocol, for this dataset and the model's regime (flat or clustered)."""
+    protocol = PROTOCOLS.get(opts.protocol)
+    regime = entry.cls.regime(config, ds)
+    select_on = opts.select_on or protocol.select_on(regime)
+    valid_size = opts.valid_size
+    if valid_size is None:  # nothing is held out when the test split selects: the record says 0
+        valid_size = 0.0 if select_on == "test" else protocol.hold_out(regime, len(ds.train))
+    seed = protocol.seed if opts.seed is None else opts.seed
+    return replace(opts, protocol=protocol.name, seed=seed, select_on=select_on, valid_size=valid_size)
+
+
 def selection_split(ds: Dataset, opts: RunOptions) -> tuple[Split, Split | None, str]:
-    """(train, selection split, its name). The test split selects only when explicitly asked."""
+    """(train, selection split, its name). The test split selects only when explicitly asked (``opts``
+    resolved by ``resolve_protocol``)."""
     if opts.select_on == "test":
         return ds.train, ds.test, "test"
     if ds.valid is not None:
@@ -89,6 +111,7 @@ def run(opts: RunOptions) -> dict[str, Any]:
         ds = open_dataset(opts.dataset, progress=opts.progress)
     entry = MODELS.get(opts.model)
     config = resolve_model_config(entry, ds, opts)
+    opts = resolve_protocol(opts, entry, ds, config)
     run_dir = Path(opts.out) if opts.out else default_run_dir(opts, config)
     if rec.is_complete(run_dir):
         if not opts.resume:
@@ -140,6 +163,7 @@ def run(opts: RunOptions) -> dict[str, Any]:
         "encoder": getattr(config, "encoder", None),
         "variants": list(getattr(config, "variants", ()) or ()),
         "preset": opts.preset,
+        "protocol": opts.protocol,
         "seed": opts.seed,
         "config": to_dict(config),
         "options": to_dict(opts),
@@ -184,6 +208,7 @@ def save_initial_weights(opts: RunOptions, path: Path) -> Path:
     if not entry.neural:
         raise UserError(f"model {opts.model!r} has no weights to initialise")
     config = resolve_model_config(entry, ds, opts)
+    opts = resolve_protocol(opts, entry, ds, config)
     train, select, select_name = selection_split(ds, opts)
     _seed_everything(opts.seed)
     model = entry.cls(config, ds)

@@ -47,6 +47,10 @@ class LightXMLOptions(NeuralConfig):
     top_b: int = 32  # clusters kept by dynamic negative sampling (75 amazon670k, 32 wiki500k)
     leaf_size: int = 100  # maximum labels per cluster
     cluster_seed: int = 0  # the three seeds of the original's large-dataset ensemble: 0, 1, 2
+    # "compute": cluster the training labels (the training split only: nothing of the held-out part);
+    # "published": the original's label_group{cluster_seed}.npy from the dataset folder (clustered on all
+    # of train, the documents it holds out included), an error when absent; "auto": that file when present
+    clusters: Literal["compute", "published", "auto"] = "compute"
     tfidf_features: int = 100_000  # vocabulary of the TF-IDF label features used for clustering
     variants: tuple[str, ...] = ()
     # The fair default recipe (issue 14; chosen on validation splits of small real data, see README
@@ -214,12 +218,18 @@ class LightXML(NeuralModel):
     def __init__(self, config: LightXMLConfig, dataset: Dataset) -> None:
         self.mode = resolve_mode(config, dataset)
         self.clusters: tuple[np.ndarray, np.ndarray] | None = None
+        self.clusters_source = "computed"  # or the published file's name
+        self.clusters_added = 0  # labels a published file left out, given extra clusters
         V.check(config, clustered=self.mode == "clustered")
         super().__init__(config, dataset)
 
     @classmethod
     def config_cls(cls) -> type:
         return LightXMLConfig
+
+    @classmethod
+    def regime(cls, config: LightXMLConfig, dataset: Dataset) -> str:
+        return resolve_mode(config, dataset)
 
     def build_net(self, dataset: Dataset) -> nn.Module:
         clusters = self.clusters
@@ -231,10 +241,19 @@ class LightXML(NeuralModel):
 
     def prepare(self, ctx: FitContext) -> None:
         if self.mode == "clustered":
-            self.clusters = cluster_labels_for(ctx, self.config)
-            self._set_clusters(*self.clusters)
+            self._cluster_the_labels(ctx)
         if self.config.bias_init == "prior":
             self._start_at_the_prior(ctx.train.labels)
+
+    def _cluster_the_labels(self, ctx: FitContext) -> None:
+        published = published_clusters_for(ctx, self.config)
+        if published is None:
+            self._set_clusters(*cluster_labels_for(ctx, self.config))
+            return
+        from xmlbench.models.lightxml.clustering import clusters_to_arrays
+
+        leaves, self.clusters_added, self.clusters_source = published
+        self._set_clusters(*clusters_to_arrays(leaves))
 
     def _start_at_the_prior(self, labels) -> None:
         """Biases of the BCE heads over fixed columns (flat classifier, generator) at the label prior, so
@@ -271,18 +290,27 @@ class LightXML(NeuralModel):
         self.clusters = (label_to_cluster, cluster_labels)
 
     def details(self) -> dict[str, Any]:
-        return {"mode": self.mode}
+        if self.mode != "clustered":
+            return {"mode": self.mode}
+        out: dict[str, Any] = {"mode": self.mode, "clusters": self.clusters_source}
+        if self.clusters_added:
+            out["clusters_added_labels"] = self.clusters_added
+        return out
 
     def hierarchy(self) -> dict[str, Any]:
         h: dict[str, Any] = {"label_names": list(self.label_names), "mode": self.mode}
         if self.clusters is not None:
             h["label_to_cluster"] = torch.as_tensor(self.clusters[0])
             h["cluster_labels"] = torch.as_tensor(self.clusters[1])
+            h["clusters_source"] = self.clusters_source
+            h["clusters_added"] = self.clusters_added
         return h
 
     def load_hierarchy(self, hierarchy: dict[str, Any]) -> None:
         if "cluster_labels" in hierarchy:
             self._set_clusters(hierarchy["label_to_cluster"].numpy(), hierarchy["cluster_labels"].numpy())
+            self.clusters_source = str(hierarchy.get("clusters_source", "computed"))
+            self.clusters_added = int(hierarchy.get("clusters_added", 0))
 
     def loss(self, net: nn.Module, batch: Batch) -> torch.Tensor:
         return net(batch.input_ids, batch.attention_mask, batch.positives)
@@ -309,6 +337,25 @@ def _provisional_clusters(n_labels: int, leaf_size: int) -> tuple[np.ndarray, np
 
     leaves = [np.arange(i, min(i + leaf_size, n_labels), dtype=np.int32) for i in range(0, n_labels, leaf_size)]
     return clusters_to_arrays(leaves)
+
+
+def published_clusters_for(ctx: FitContext, cfg: LightXMLConfig) -> tuple[list, int, str] | None:
+    """(leaves, labels added, file name) of the original's published clusters when ``cfg.clusters`` asks
+    for them (``published``, or ``auto`` and the file is there); None: compute them."""
+    from xmlbench.errors import UserError
+    from xmlbench.models.lightxml.published import load_published_clusters, published_file
+
+    path = published_file(ctx.dataset.path, cfg.cluster_seed)
+    if cfg.clusters == "compute" or (cfg.clusters == "auto" and not path.is_file()):
+        return None
+    if not path.is_file():
+        raise UserError(f"clusters=published: {path} not found (the original's clusters for cluster_seed "
+                        f"{cfg.cluster_seed}; its run.sh downloads them), or use clusters=compute")
+    train_counts = np.diff(ctx.train.labels.tocsc().indptr)
+    leaves, added = load_published_clusters(path, ctx.dataset.label_names, train_counts, cfg.leaf_size)
+    ctx.log(f"published label clusters {path}: {len(leaves):,} clusters"
+            + (f", {added:,} labels without training documents in extra clusters" if added else ""))
+    return leaves, added, path.name
 
 
 def cluster_labels_for(ctx: FitContext, cfg: LightXMLConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -57,3 +57,15 @@ def test_train_help_names_only_commands_that_exist(capsys):
         main(["train", "--help"])
     assert "--list-models" not in capsys.readouterr().out
     assert main(["list", "models"]) == 0  # what the help points to instead
+
+
+def test_every_demo_step_is_a_valid_command_on_data_that_ships(tmp_path):
+    from xmlbench.cli.demo import DATASET, steps
+    from xmlbench.data.dataset import open_dataset
+
+    ds = open_dataset(str(DATASET), progress=False)
+    assert (len(ds.train), len(ds.test)) == (800, 300) and ds.n_labels > 2000
+    parser = build_parser()
+    for _, argv in steps(tmp_path):
+        args = parser.parse_args(argv)  # argparse exits on an unknown option or command
+        assert callable(args.func)

@@ -293,8 +293,9 @@ def test_user_errors():
 
 
 def test_registry_and_parse_metric_names():
-    assert METRICS.names() == ["P", "nDCG", "R", "PSP", "PSnDCG"]
-    assert [METRICS.get(n).needs_propensity for n in METRICS.names()] == [False, False, False, True, True]
+    assert METRICS.names() == ["P", "nDCG", "R", "PSP", "PSnDCG", "Cov"]
+    needs = [False, False, False, True, True, False]
+    assert [METRICS.get(n).needs_propensity for n in METRICS.names()] == needs
     assert all(METRICS.get(n).description for n in METRICS.names())
     assert parse_metric_names("P@1,nDCG@5,PSP@5") == [("P", 1), ("nDCG", 5), ("PSP", 5)]
     assert parse_metric_names(" R@10 , PSnDCG@3 ,") == [("R", 10), ("PSnDCG", 3)]

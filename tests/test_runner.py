@@ -23,7 +23,8 @@ def test_label_frequency_end_to_end_record(tiny_dataset, tmp_path):
         assert key in saved
     assert saved["selection"]["split"] == "valid"
     assert set(saved["metrics"]) == {"valid", "test"}
-    assert {"P@1", "P@3", "P@5", "nDCG@5", "PSP@5", "PSnDCG@5"} <= set(saved["metrics"]["test"])
+    recorded = {"P@1", "P@3", "P@5", "nDCG@5", "PSP@5", "PSnDCG@5", "Cov@1", "Cov@5"}
+    assert recorded <= set(saved["metrics"]["test"])
     ids, scores = read_predictions(tmp_path / "lf")
     assert ids.shape == (saved["dataset"]["n_test"], min(100, saved["dataset"]["n_labels"]))
     assert ids.dtype == np.int32 and scores.dtype == np.float32

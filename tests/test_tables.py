@@ -616,3 +616,120 @@ def test_plots_write_pngs(tmp_path: Path) -> None:
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_ablation_deltas(dirs, out / "ablation.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+# ------------------------------------------------------------- metrics from predictions, json, tidy
+def tiny_runs(tmp_path: Path) -> Path:
+    """Two systems x two seeds on a real 3-label dataset (ids x=0 y=1 z=2; train counts 2, 2, 1), test
+    labels {x}, {z, y}. System a predicts [x, y, z], [z, y, x]; system +se the reverse of each row. The
+    records hold only the hand-made P@k of ``p`` (a: P@1 100, +se: P@1 50), never R, Cov or terciles."""
+    from xmlbench.data.dataset import open_dataset
+
+    data = tmp_path / "tiny"
+    data.mkdir()
+    (data / "train_texts.txt").write_text("a b\nc d\ne f\n")
+    (data / "train_labels.txt").write_text("x y\ny z\nx\n")
+    (data / "test_texts.txt").write_text("a\nc\n")
+    (data / "test_labels.txt").write_text("x\nz y\n")
+    ds = open_dataset(str(data))
+    ids = np.array([[0, 1, 2], [2, 1, 0]], np.int32)
+    for seed in range(2):
+        for arm, arm_ids, variants, p1 in (("a", ids, (), 100.0), ("b", ids[:, ::-1].copy(), ("se",), 50.0)):
+            make_run(tmp_path / "runs" / arm, f"s{seed}", seed=seed, dataset="tiny", dataset_path=str(data),
+                     fp=ds.fingerprint, tfp=ds.test.texts.digest, test=p(p1), ids=arm_ids, n_test=2,
+                     variants=variants, label_names=ds.label_names)
+    return tmp_path / "runs"
+
+
+def _loader():
+    from xmlbench.data.dataset import open_dataset
+
+    return open_dataset
+
+
+def test_table_computes_metrics_the_records_lack_from_predictions(tmp_path: Path) -> None:
+    root = tiny_runs(tmp_path)
+    metrics = ["P@1", "R@2", "Cov@1", "Cov@2", "P@1/head", "P@1/torso", "P@1/tail"]
+    t = build_table([root], metrics, dataset_loader=_loader())
+    a, b = t.row("lightxml (bert-base)"), t.row("lightxml (bert-base) +se")
+    mean = {row.label: {m: row.values[f"tiny {m}"].mean for m in metrics} for row in (a, b)}
+    # a: P@1 from the record (100); R@2: row 0 finds x (1/1), row 1 finds z, y (2/2) -> 100.
+    # Cov@1: x and z of the 3 test labels -> 66.67; Cov@2: + y -> 100. Terciles of x, y, z by train
+    # occurrences (5): x starts at 0 -> head, y at 2 (6 // 5 = 1) -> torso, z at 4 (12 // 5 = 2) -> tail;
+    # P@1 hits: x (head) in row 0, z (tail) in row 1 -> 50 / 0 / 50.
+    assert mean[a.label] == pytest.approx({"P@1": 100.0, "R@2": 100.0, "Cov@1": 200 / 3, "Cov@2": 100.0,
+                                           "P@1/head": 50.0, "P@1/torso": 0.0, "P@1/tail": 50.0})
+    # +se predicts [z, y, x], [x, y, z]: R@2 row 0 misses x (0), row 1 finds y (1/2) -> 25; Cov@1 nothing;
+    # Cov@2 y -> 33.33; no hit at rank 0. P@1 stays the record's 50: a record's number is never replaced.
+    assert mean[b.label] == pytest.approx({"P@1": 50.0, "R@2": 25.0, "Cov@1": 0.0, "Cov@2": 100 / 3,
+                                           "P@1/head": 0.0, "P@1/torso": 0.0, "P@1/tail": 0.0})
+    assert any("computed from the run's saved predictions" in n for n in t.notes)
+    assert any("terciles" in n for n in t.notes)
+    # without a dataset to score against, a metric the records lack stays empty (as before)
+    assert build_table([root], ["R@2"]).row(a.label).cells["tiny R@2"] == ""
+
+
+def test_table_refuses_k_beyond_the_saved_predictions(tmp_path: Path) -> None:
+    root = tiny_runs(tmp_path)
+    with pytest.raises(UserError, match=r"R@10: k = 10 is more than the 3 predictions per document saved"):
+        build_table([root], ["P@1", "R@10"], dataset_loader=_loader())
+
+
+def test_json_format_has_numbers_and_notes(tmp_path: Path) -> None:
+    root = tiny_runs(tmp_path)
+    doc = json.loads(render(build_table([root], ["P@1", "Cov@2"], dataset_loader=_loader()), "json"))
+    rows = {r["label"]: r for s in doc["sections"] for r in s["rows"]}
+    cell = rows["lightxml (bert-base) +se"]["values"]["tiny Cov@2"]
+    assert cell["mean"] == pytest.approx(100 / 3) and cell["n"] == 2 and cell["std"] == 0.0
+    assert rows["lightxml (bert-base)"]["values"]["tiny P@1"]["values"] == [100.0, 100.0]
+    assert rows["lightxml (bert-base)"]["best"] == ["tiny Cov@2", "tiny P@1"]
+    assert [c["key"] for c in doc["columns"]] == ["tiny P@1", "tiny Cov@2"]
+    assert any("computed from the run's saved predictions" in n for n in doc["notes"])
+
+
+def test_json_of_one_seed_has_null_std(runs: Path) -> None:
+    doc = json.loads(render(build_table([runs], ["P@1"]), "json"))
+    rows = {r["label"]: r for s in doc["sections"] for r in s["rows"]}
+    assert rows["lightxml (bert-base) +se+loss-correction"]["values"]["eurlex4k P@1"] == {
+        "mean": 85.0, "std": None, "n": 1, "values": [85.0]}
+
+
+def test_tidy_format_one_line_per_run_and_metric(tmp_path: Path) -> None:
+    root = tiny_runs(tmp_path)
+    text = render(build_table([root], ["P@1", "Cov@2", "P@1/tail"], dataset_loader=_loader()), "tidy")
+    lines = list(csv.DictReader(io.StringIO(text)))
+    assert len(lines) == 2 * 2 * 3  # systems x seeds x metrics
+    assert list(lines[0]) == ["section", "system", "run_dir", "dataset", "model", "encoder", "variants",
+                              "seed", "protocol", "selection", "split", "metric", "k", "labels", "value"]
+    by = {(r["variants"], r["seed"], r["metric"], r["k"], r["labels"]): r for r in lines}
+    se = by[("se", "1", "Cov", "2", "all")]
+    assert float(se["value"]) == pytest.approx(100 / 3)
+    assert se["run_dir"].endswith("b/s1") and se["model"] == "lightxml" and se["split"] == "test"
+    assert float(by[("", "0", "P", "1", "tail")]["value"]) == 50.0
+    assert float(by[("", "0", "P", "1", "all")]["value"]) == 100.0
+    # numbers unquoted, parseable as numbers
+    assert all(float(r["value"]) >= 0 and int(r["k"]) >= 1 for r in lines)
+
+
+def test_cli_table_json_tidy_and_by_frequency(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from xmlbench.cli.results import add_commands
+
+    root = tiny_runs(tmp_path)
+    parser = argparse.ArgumentParser(prog="xmlbench")
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["table", str(root), "--metrics", "P@1,R@3,PSP@3", "--by-frequency",
+                              "--format", "json"])
+    assert args.func(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    keys = [c["metric"] for c in doc["columns"]]
+    assert keys == ["P@1", "P@1/head", "P@1/torso", "P@1/tail", "R@3",
+                    "PSP@3", "PSP@3/head", "PSP@3/torso", "PSP@3/tail"]
+    row = next(r for s in doc["sections"] for r in s["rows"] if r["label"] == "lightxml (bert-base)")
+    parts = [row["values"][f"tiny PSP@3/{t}"]["mean"] for t in ("head", "torso", "tail")]
+    assert sum(parts) == pytest.approx(row["values"]["tiny PSP@3"]["mean"])
+    args = parser.parse_args(["table", str(root), "--metrics", "R@3", "--by-frequency"])
+    with pytest.raises(UserError, match="--by-frequency"):
+        args.func(args)
+    args = parser.parse_args(["table", str(root), "--metrics", "Cov@3", "--format", "tidy"])
+    assert args.func(args) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 4

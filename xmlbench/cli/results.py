@@ -24,8 +24,14 @@ def add_commands(subparsers) -> None:
     """Add ``table`` and ``compare`` to the ``xmlbench`` sub-command parsers."""
     t = subparsers.add_parser("table", help="result table (md, csv, LaTeX) from run folders")
     t.add_argument("runs", nargs="+", metavar="RUNS", help="run folders or folders that hold them")
-    t.add_argument("--format", choices=["md", "csv", "latex"], default="md")
-    t.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="e.g. P@1,P@3,P@5,nDCG@5,PSP@5")
+    t.add_argument("--format", choices=["md", "csv", "latex", "json", "tidy"], default="md",
+                   help="json: one document, numbers as numbers, with the notes; tidy: a long csv, one line "
+                   "per run x metric")
+    t.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                   help="e.g. P@1,P@3,P@5,nDCG@5,PSP@5,R@10,Cov@5; a metric a record lacks is computed from "
+                   "the saved predictions (k up to their width)")
+    t.add_argument("--by-frequency", action="store_true",
+                   help="add head/torso/tail columns (training-frequency terciles) for each P@k and PSP@k")
     t.add_argument("--reference", action="store_true", help="add published rows and the gap to them")
     t.add_argument("--out", help="write the table to this file (default: print it)")
     t.add_argument("--plots", metavar="DIR", help="also write PNG plots (label deciles, training curves)")
@@ -45,6 +51,21 @@ def metric_keys(text: str) -> list[str]:
     from xmlbench.metrics import metric_key, parse_metric_names
 
     return [metric_key(name, k) for name, k in parse_metric_names(text)]
+
+
+def by_frequency_keys(metrics: list[str]) -> list[str]:
+    """Each P@k and PSP@k followed by its head, torso and tail parts (``"P@5/head"``...)."""
+    from xmlbench.metrics import TERCILES
+
+    if not any(m.partition("@")[0] in ("P", "PSP") for m in metrics):
+        raise UserError(f"--by-frequency splits P@k and PSP@k by label frequency; --metrics has neither "
+                        f"({', '.join(metrics)})")
+    out = []
+    for m in metrics:
+        out.append(m)
+        if m.partition("@")[0] in ("P", "PSP"):
+            out += [f"{m}/{t}" for t in TERCILES]
+    return out
 
 
 class DatasetCache:
@@ -80,9 +101,13 @@ def cmd_table(args) -> int:
     from xmlbench.results.table import build_table, render
 
     metrics = metric_keys(args.metrics)
+    if args.by_frequency:
+        metrics = by_frequency_keys(metrics)
     runs = load_runs([Path(p) for p in args.runs])
     dirs = [r.dir for r in runs]
-    text = render(build_table(dirs, metrics, reference=args.reference), args.format)
+    cache = DatasetCache(runs)
+    text = render(build_table(dirs, metrics, reference=args.reference, dataset_loader=cache.dataset),
+                  args.format)
     if args.out:
         write_text(args.out, text)
         print(f"wrote {args.out} ({len(runs)} runs)", file=sys.stderr)
@@ -95,7 +120,6 @@ def cmd_table(args) -> int:
     if args.plots:
         from xmlbench.results.plots import write_plots
 
-        cache = DatasetCache(runs)
         for path in write_plots(dirs, Path(args.plots), cache.test_labels, cache.label_counts):
             print(f"wrote {path}", file=sys.stderr)
     return 0

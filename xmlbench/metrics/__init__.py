@@ -1,4 +1,4 @@
-"""Ranking metrics for extreme multi-label classification: P@k, nDCG@k, R@k, PSP@k, PSnDCG@k.
+"""Ranking metrics for extreme multi-label classification: P@k, nDCG@k, R@k, PSP@k, PSnDCG@k, Cov@k.
 
 ``evaluate(topk, truth, ks, inv_propensity)`` computes every family at every k in one parallel pass
 (:mod:`xmlbench.metrics.kernels`) and returns percentages keyed ``"P@1"``, ``"nDCG@3"``, ``"R@5"``,
@@ -25,6 +25,11 @@ Conventions (each one is tested in tests/test_metrics.py):
     where PSDCG_i@k = sum_{r<k} rel_i(r) w_{topk[i,r]} / log2(r + 2) and bestPSDCG_i@k is the same for
     the ranking w*_i. A metric whose denominator is 0 (no rows, or no true labels at all) is 0.
     The weights must be finite (``xmlbench.metrics.propensity.inv_propensity`` computes them).
+(f) Coverage (napkinXC's ``coverage_at_k``), only with ``coverage=True``: with T the labels that occur in
+    some row's y_i and C_k the labels l such that l is in top_k(i) and in y_i for at least one row i,
+      Cov@k = |C_k| / |T|   (0 when T is empty).
+    It is a property of the whole test set, not a mean over rows: how many of the labels that can be
+    found at all are found somewhere.
 
 k may exceed the width of ``topk`` (see (b)) but not ``MAX_K``.
 
@@ -50,7 +55,10 @@ if TYPE_CHECKING:
 MAX_K = 1024
 """Largest k accepted: the kernel's by-rank tables hold 3 k^2 numbers per chunk (25 MB at k = 1024)."""
 
-__all__ = ["METRICS", "MetricSpec", "evaluate", "metric_key", "parse_metric_names", "inv_propensity"]
+__all__ = [
+    "METRICS", "MetricSpec", "TERCILES", "by_frequency_tercile", "evaluate", "frequency_terciles",
+    "inv_propensity", "metric_key", "parse_metric_names",
+]
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,9 @@ class MetricSpec:
     name: str
     description: str
     needs_propensity: bool = False
+    # False: ``evaluate`` adds the family only when asked (``coverage=True``), so the default call returns
+    # exactly the keys it always has and costs no extra pass.
+    by_default: bool = True
 
 
 # The protocol's two numbers, defined once: every run saves its TOP_K best labels per test document, and
@@ -74,6 +85,7 @@ for _spec in (
     MetricSpec("R", "recall@k: share of a row's true labels found in its top k"),
     MetricSpec("PSP", "propensity-scored precision@k (Jain et al. 2016), normalised by the best", True),
     MetricSpec("PSnDCG", "propensity-scored nDCG@k (Jain et al. 2016), normalised by the best", True),
+    MetricSpec("Cov", "coverage@k: share of the test labels hit in at least one row's top k", False, False),
 ):
     METRICS.register(_spec.name, _spec)
 
@@ -103,12 +115,14 @@ def evaluate(
     truth: scipy.sparse.spmatrix,
     ks: Iterable[int] = KS,
     inv_propensity: np.ndarray | None = None,
+    coverage: bool = False,
 ) -> dict[str, float]:
     """All metric families at all ``ks``, in percent (conventions in the module docstring).
 
     ``topk``: (n, width) int32/int64 predicted label ids, best first, -1 for none. ``truth``: n x L sparse
     binary matrix (CSR preferred; any other format is converted). ``inv_propensity``: length-L 1/p_l; when
-    given, PSP@k and PSnDCG@k are added. Keys come family by family: P@k..., nDCG@k..., R@k..., PSP@k...
+    given, PSP@k and PSnDCG@k are added; ``coverage`` adds Cov@k (convention (f)). Keys come family by
+    family: P@k..., nDCG@k..., R@k..., PSP@k..., Cov@k...
     """
     from xmlbench.metrics.kernels import metrics_from_rank_sums, rank_sums
 
@@ -123,12 +137,86 @@ def evaluate(
     k_max = k_list[-1]
     sums = rank_sums(topk, indptr, indices, k_max, weights, use_ps)
     values = metrics_from_rank_sums(*sums, k_list, n)
-    names = [spec.name for _, spec in METRICS.items() if use_ps or not spec.needs_propensity]
-    return {
+    names = [spec.name for _, spec in METRICS.items()
+             if (use_ps or not spec.needs_propensity) and spec.by_default]
+    out = {
         metric_key(name, k): 100.0 * float(values[FAMILY_ROW[name], j])
         for name in names
         for j, k in enumerate(k_list)
     }
+    if coverage:
+        out.update(_coverage(topk, indptr, indices, n_labels, k_list))
+    return out
+
+
+def _coverage(
+    topk: np.ndarray, indptr: np.ndarray, indices: np.ndarray, n_labels: int, k_list: list[int]
+) -> dict[str, float]:
+    """Cov@k for every k from one pass: the best rank at which each label is ever a hit."""
+    from xmlbench.metrics.kernels import first_hit_rank
+
+    first = first_hit_rank(topk, indptr, indices, k_list[-1], n_labels)
+    n_true_labels = int(np.count_nonzero(np.bincount(indices, minlength=n_labels)))
+    # first[l] == k_max means never a hit within k_max ranks; a hit at rank r counts for every k > r.
+    found = np.bincount(first[first < k_list[-1]], minlength=k_list[-1]).cumsum()
+    return {
+        metric_key("Cov", k): 100.0 * float(found[k - 1]) / n_true_labels if n_true_labels else 0.0
+        for k in k_list
+    }
+
+
+TERCILES = ("head", "torso", "tail")
+
+
+def frequency_terciles(train_counts: np.ndarray) -> np.ndarray:
+    """Tercile of each label (0 head, 1 torso, 2 tail) by training frequency, equal shares of occurrences.
+
+    Labels are sorted by training count, most frequent first (ties by id, so the split is deterministic);
+    a label falls in the third of all training label occurrences where its own occurrences begin:
+    tercile = min(2, floor(3 * occurrences of the labels before it / all occurrences)). Equal occurrences,
+    not equal numbers of labels, because in XMC a third of the labels by count would put nearly every
+    label-document pair in the head. Labels never seen in training are tail.
+    """
+    counts = np.asarray(train_counts, dtype=np.int64).ravel()
+    order = np.lexsort((np.arange(counts.size), -counts))
+    before = np.cumsum(counts[order]) - counts[order]
+    total = int(counts.sum())
+    terciles = np.full(counts.size, 2, dtype=np.int64)
+    if total > 0:
+        terciles[order] = np.minimum(2, (3 * before) // total)
+        terciles[counts == 0] = 2
+    return terciles
+
+
+def by_frequency_tercile(
+    topk: np.ndarray,
+    truth: scipy.sparse.spmatrix,
+    train_counts: np.ndarray,
+    ks: Iterable[int] = KS,
+    inv_propensity: np.ndarray | None = None,
+) -> dict[str, float]:
+    """P@k (and PSP@k with ``inv_propensity``) of the predictions of head, torso and tail labels, in percent.
+
+    Keys ``"P@5/head"``, ``"PSP@5/tail"``... With T one tercile (:func:`frequency_terciles`):
+      P@k/T   = sum_i |{r < k: rel_i(r), topk[i,r] in T}| / (k n)
+      PSP@k/T = sum_i sum_{r<k, topk[i,r] in T} rel_i(r) w_{topk[i,r]}  /  the PSP@k denominator (e)
+    i.e. the hits on T's labels over the denominators of P@k and PSP@k themselves, so the three terciles
+    add up to P@k and to PSP@k. Computed by ``evaluate`` on the predictions with every id outside T set to
+    -1 (a miss), which keeps every convention of the module docstring.
+    """
+    topk = _checked_topk(topk)
+    n_labels = truth.shape[1]
+    terciles = frequency_terciles(train_counts)
+    if terciles.size != n_labels:
+        raise UserError(f"train_counts must have one value per label ({n_labels}), got {terciles.size}")
+    valid = (topk >= 0) & (topk < n_labels)
+    tercile_of = np.where(valid, terciles[np.where(valid, topk, 0)], -1)
+    families = ("P", "PSP") if inv_propensity is not None else ("P",)
+    out: dict[str, float] = {}
+    for t, name in enumerate(TERCILES):
+        values = evaluate(np.where(tercile_of == t, topk, -1), truth, ks, inv_propensity)
+        out.update({f"{key}/{name}": v for key, v in values.items() if key.partition("@")[0] in families})
+    return out
 
 
 FAMILY_ROW = {"P": 0, "nDCG": 1, "R": 2, "PSP": 3, "PSnDCG": 4}

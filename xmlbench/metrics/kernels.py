@@ -384,3 +384,23 @@ def precision_only_kernel(topk, indptr, indices, k):
     if n == 0:
         return 0.0
     return 100.0 * hits / (n * k)
+
+
+@njit(cache=True)
+def first_hit_rank(topk, indptr, indices, k_max, n_labels):
+    """Per label, the best 0-based rank < k_max at which any row predicts it as a true label (k_max: never).
+
+    Serial on purpose: a parallel min over labels would need one length-L table per thread (670k labels x
+    64 chunks); a single pass of binary searches over n x k_max predictions is already a few milliseconds.
+    """
+    first = np.full(n_labels, k_max, dtype=np.int64)
+    width = min(k_max, topk.shape[1])
+    for i in range(topk.shape[0]):
+        start = indptr[i]
+        end = indptr[i + 1]
+        for r in range(width):
+            label = topk[i, r]
+            if label >= 0 and label < n_labels and r < first[label]:
+                if _in_sorted_row(indices, start, end, label):
+                    first[label] = r
+    return first

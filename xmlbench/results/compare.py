@@ -29,6 +29,8 @@ from xmlbench.runs.record import find_runs, predictions_onto, read_record
 DEFAULT_METRICS = ["P@1", "P@3", "P@5", "nDCG@5", "PSP@5"]
 N_RESAMPLES = 1000
 TruthLoader = Callable[[str], Truth]  # a dataset path -> its test labels and their names
+DatasetLoader = Callable[[str], Any]  # a dataset path -> the opened (fingerprint-checked) Dataset
+PS_FAMILIES = ("PSP", "PSnDCG")
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -200,6 +202,41 @@ def mean_doc_scores(runs: list[Run], truth: Truth, metric: str) -> np.ndarray:
         total = s if total is None else total + s
     assert total is not None, "mean_doc_scores needs at least one run"
     return total / len(runs)
+
+
+def with_test_metrics(run: Run, values: dict[str, float]) -> Run:
+    """``run`` whose record also holds ``values`` among its test metrics (the record on disk is untouched)."""
+    metrics = dict(run.record.get("metrics") or {})
+    metrics["test"] = {**(metrics.get("test") or {}), **values}
+    return Run(run.dir, {**run.record, "metrics": metrics})
+
+
+def metrics_from_predictions(run: Run, metrics: list[str], dataset: Any) -> dict[str, float]:
+    """``metrics`` (keys such as ``"R@10"``, ``"Cov@5"``, ``"P@5/head"``) of ``run``, recomputed from its
+    saved predictions against ``dataset``'s test labels, ids mapped by label name (``predictions_onto``).
+
+    Uses ``evaluate`` and ``by_frequency_tercile`` themselves, so a recomputed number equals the one the
+    runner would have recorded. UserError when a k exceeds the number of predictions saved per document:
+    beyond it the saved file cannot tell a miss from a label that was never written."""
+    from xmlbench.metrics import by_frequency_tercile, evaluate
+
+    truth = Truth.test_of(dataset)
+    ids, _ = predictions_onto(run.dir, truth)
+    width = ids.shape[1]
+    parsed = {m: (*parse_metric(m.partition("/")[0]), m.partition("/")[2]) for m in metrics}
+    for m, (_, k, _) in parsed.items():
+        if k > width:
+            raise UserError(
+                f"{m}: k = {k} is more than the {width} predictions per document saved in "
+                f"{run.dir / 'predictions.npz'}; metrics from saved predictions need k <= {width}"
+            )
+    ks = sorted({k for _, k, _ in parsed.values()})
+    needs_ps = any(f in PS_FAMILIES for f, _, _ in parsed.values())
+    inv_p = dataset.inv_propensity() if needs_ps else None
+    values = evaluate(ids, truth.labels, ks, inv_p, coverage=any(f == "Cov" for f, _, _ in parsed.values()))
+    if any(part for _, _, part in parsed.values()):
+        values.update(by_frequency_tercile(ids, truth.labels, dataset.label_counts(), ks, inv_p))
+    return {m: values[m] for m in metrics if m in values}
 
 
 # -------------------------------------------------------------------------------------------- tests

@@ -32,15 +32,19 @@ from xmlbench.results.compare import (
     MIN_TTEST_SEEDS,
     N_RESAMPLES,
     ZERO_SPREAD_RTOL,
+    DatasetLoader,
     Run,
     TruthLoader,
     bootstrap_delta,
     by_seed,
     holm_adjust,
     load_runs,
+    metrics_from_predictions,
     one_test_set,
     paired_ttest,
+    parse_metric,
     ttest_text,
+    with_test_metrics,
 )
 
 SINGLE, ENSEMBLE = "Single models", "Ensembles"
@@ -146,13 +150,21 @@ class Table:
 
 # ------------------------------------------------------------------------------------- main table
 def build_table(
-    run_dirs: list[Path], metrics: list[str] = DEFAULT_METRICS, reference: bool = False
+    run_dirs: list[Path],
+    metrics: list[str] = DEFAULT_METRICS,
+    reference: bool = False,
+    dataset_loader: DatasetLoader | None = None,
 ) -> Table:
-    """Systems x (dataset, metric) from finished runs; ``reference`` adds published rows and the gap."""
+    """Systems x (dataset, metric) from finished runs; ``reference`` adds published rows and the gap.
+
+    With ``dataset_loader`` (a dataset path -> the opened Dataset), a metric a record lacks (R@10, Cov@5,
+    P@5/head...) is computed from the run's saved predictions; without it such a cell stays empty."""
     runs = load_runs(run_dirs)
+    notes = [_legend()]
+    if dataset_loader is not None:
+        runs = _complete_metrics(runs, metrics, dataset_loader, notes)
     datasets = ordered_datasets({r.dataset for r in runs})
     columns = [Column(m, ds) for ds in datasets for m in metrics]
-    notes = [_legend()]
     rows = _group_rows(runs, notes)
     sections = {SINGLE: [], ENSEMBLE: []}
     for (section, _, _), row in sorted(rows.items()):
@@ -168,6 +180,34 @@ def build_table(
         sections=[Section(t, rs) for t, rs in sections.items() if rs],
         notes=notes,
     )
+
+
+def _complete_metrics(
+    runs: list[Run], metrics: list[str], loader: DatasetLoader, notes: list[str]
+) -> list[Run]:
+    """Each run with the requested metrics its record lacks computed from its saved predictions."""
+    out, computed = [], set()
+    for r in runs:
+        missing = [m for m in metrics if r.metric(m) is None]
+        if missing:
+            values = metrics_from_predictions(r, missing, loader(r.dataset_path))
+            computed |= set(values)
+            r = with_test_metrics(r, values)
+        out.append(r)
+    if computed:
+        shown = sorted(computed, key=metrics.index)
+        notes.append(
+            f"{', '.join(shown)}: not in (every) run record, computed from the run's saved "
+            "predictions (predictions.npz) against the dataset's test labels (labels matched by name)."
+        )
+    if any("/" in m for m in metrics):
+        notes.append(
+            "P@k/head, /torso, /tail (and PSP@k/...): labels split into three terciles by training "
+            "frequency holding equal shares of the training label occurrences (most frequent first); "
+            "P@k/T = hits on T's labels / (k x test documents), PSP@k/T = T's propensity-weighted hits over "
+            "PSP@k's own denominator, so the three terciles add up to P@k and PSP@k."
+        )
+    return out
 
 
 def ordered_datasets(names: set[str]) -> list[str]:
@@ -534,8 +574,11 @@ def human_count(n: float) -> str:
 
 # ---------------------------------------------------------------------------------------- rendering
 def render(table: Table, fmt: str = "md") -> str:
-    """The table as ``md`` (GitHub markdown), ``csv`` or ``latex`` (booktabs), notes included."""
-    renderers = {"md": _render_md, "csv": _render_csv, "latex": _render_latex}
+    """The table as ``md`` (GitHub markdown), ``csv`` or ``latex`` (booktabs), notes included; ``json`` (one
+    document: every row's numbers as numbers, and the notes) or ``tidy`` (a long csv, one line per run x
+    metric, numbers as numbers, for pandas / R; no notes: use json for those)."""
+    renderers = {"md": _render_md, "csv": _render_csv, "latex": _render_latex, "json": _render_json,
+                 "tidy": _render_tidy}
     if fmt not in renderers:
         raise UserError(f"unknown table format {fmt!r}; choose one of {', '.join(renderers)}")
     return renderers[fmt](table)
@@ -587,6 +630,72 @@ def _render_csv(t: Table) -> str:
     for n in t.notes:  # same width as the data rows, so the file stays rectangular
         w.writerow(["note", n] + [""] * len(columns))
     return buf.getvalue()
+
+
+def _render_json(t: Table) -> str:
+    import json
+
+    doc = {
+        "title": t.title,
+        "row_header": t.row_header,
+        "columns": [{"key": c.key, "metric": c.name, "dataset": c.group, "show": c.show} for c in t.columns],
+        "sections": [{"title": sec.title, "rows": [_json_row(row, t.columns) for row in sec.rows]}
+                     for sec in t.sections],
+        "notes": t.notes,
+    }
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+def _json_row(row: Row, columns: list[Column]) -> dict[str, Any]:
+    values = {c.key: _jsonable(row.values[c.key]) for c in columns if c.key in row.values}
+    return {"label": row.label, "kind": row.kind, "tags": list(row.tags), "runs": row.runs,
+            "values": values, "best": sorted(row.best)}
+
+
+def _jsonable(v: Any) -> Any:
+    """Numbers as numbers (NaN, e.g. the std of one seed, as null); a Stat as mean, std, n and its values."""
+    if isinstance(v, Stat):
+        return {"mean": _jsonable(v.mean) if v.n else None, "std": _jsonable(v.std), "n": v.n,
+                "values": [_jsonable(x) for x in v.values]}
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    return v
+
+
+TIDY_COLUMNS = ["section", "system", "run_dir", "dataset", "model", "encoder", "variants", "seed",
+                "protocol", "selection", "split", "metric", "k", "labels", "value"]
+
+
+def _render_tidy(t: Table) -> str:
+    """One line per (run, metric) of every row built from runs (published and gap rows have none)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(TIDY_COLUMNS)
+    for sec in t.sections:
+        for row in sec.rows:
+            for col in t.columns:
+                for run in row.by_dataset.get(col.group, []):
+                    value = run.metric(col.name)
+                    if value is not None:
+                        w.writerow([sec.title, row.label] + _tidy_cells(run, col.name) + [value])
+    return buf.getvalue()
+
+
+def _tidy_cells(run: Run, metric: str) -> list[Any]:
+    base, _, labels = metric.partition("/")
+    family, k = parse_metric(base)
+    rec = run.record
+    return [str(run.dir), run.dataset, rec.get("model", ""), rec.get("encoder") or "",
+            "+".join(rec.get("variants") or []), "" if run.seed is None else run.seed,
+            rec.get("protocol", "fair"), run.selection, "test", family, k, labels or "all"]
 
 
 def _render_latex(t: Table) -> str:

@@ -155,7 +155,8 @@ def run(opts: RunOptions) -> dict[str, Any]:
     with timer.stage("predict_test"):  # the one read of the test split
         ids, scores = model.predict(ds.test, TOP_K, progress=opts.progress)
     with timer.stage("evaluate"):
-        metrics["test"] = evaluate(ids, ds.test.labels, inv_propensity=inv_p)
+        # Coverage too: a test-set figure tables show beside P@k (it needs all rows, so not per document).
+        metrics["test"] = evaluate(ids, ds.test.labels, inv_propensity=inv_p, coverage=True)
     record = {
         "status": "complete",
         "command": opts.command,

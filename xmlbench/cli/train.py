@@ -22,11 +22,19 @@ def add_commands(sub) -> None:
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="reload a finished run's model and predict/evaluate a dataset")
+    p = sub.add_parser("predict", help="reload a finished run's model and predict/evaluate a dataset, or "
+                                       "predict raw texts (--texts)")
     p.add_argument("run_dir")
     p.add_argument("--dataset", help="dataset to predict (default: the run's dataset)")
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--out", help="write predictions.npz here (default: only print metrics)")
+    p.add_argument("--texts", help="predict the raw texts of this UTF-8 file (one a line) instead of a "
+                                   "dataset; needs --out")
+    p.add_argument("--top-k", type=int, default=5, help="labels kept per text with --texts (default 5)")
+    p.add_argument("--format", choices=["jsonl", "tsv"], default="jsonl",
+                   help="predictions file with --texts: jsonl (default) or tsv")
+    p.add_argument("--out", help="write predictions.npz here (default: only print metrics); with --texts: "
+                                 "predictions.jsonl|tsv, scores.npz (CSR) and label_names.txt, never over "
+                                 "existing files")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_predict)
 
@@ -153,6 +161,16 @@ def print_metrics(record: dict) -> None:
 def cmd_predict(args) -> int:
     from xmlbench.runs.predict import predict_run
 
+    if args.texts is not None:
+        from xmlbench.runs.api import predict_texts_file
+
+        if args.dataset or not args.out:
+            raise UserError("predict --texts needs --out DIR and takes no --dataset (the run folder is "
+                            "enough)")
+        done = predict_texts_file(Path(args.run_dir), Path(args.texts), args.top_k, args.format,
+                                  Path(args.out), not args.no_progress)
+        print(json.dumps(done))
+        return 0
     metrics = predict_run(Path(args.run_dir), args.dataset, args.split, args.out, not args.no_progress)
     print(json.dumps(metrics))
     return 0

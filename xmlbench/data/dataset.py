@@ -16,7 +16,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from xmlbench.data.manifest import DATASETS, DatasetInfo
-from xmlbench.data.readers import LabelRows, LabelVocab, TextLines, read_bow, read_label_lines, scan_lines
+from xmlbench.data.readers import (
+    LabelRows,
+    LabelVocab,
+    TextLines,
+    TextList,
+    read_bow,
+    read_label_lines,
+    scan_lines,
+)
 from xmlbench.errors import UserError
 from xmlbench.paths import datasets_dir
 
@@ -28,9 +36,17 @@ class Split:
 
     name: str
     labels: sp.csr_matrix  # (n, L) float32, sorted int32 indices
-    texts: TextLines | None = None
+    texts: TextLines | TextList | None = None
     features: sp.csr_matrix | None = None  # bag-of-words datasets only
     rows: np.ndarray | None = None  # rows of the underlying file; None = all, in order
+
+    @classmethod
+    def of_texts(cls, texts: TextLines | TextList | list[str], n_labels: int, name: str = "texts") -> Split:
+        """Documents without labels (raw texts to predict): an empty (n, n_labels) label matrix."""
+        lines = TextList(texts) if isinstance(texts, list) else texts
+        labels = sp.csr_matrix((len(lines), n_labels), dtype=np.float32)
+        labels.indices = labels.indices.astype(np.int32)
+        return cls(name, labels=labels, texts=lines)
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -91,6 +107,15 @@ class Dataset:
     @property
     def has_texts(self) -> bool:
         return self.train.texts is not None
+
+
+def label_space(name: str, label_names: list[str], info: DatasetInfo | None = None) -> Dataset:
+    """A dataset with labels and no documents: what a saved model is rebuilt on when only its run folder
+    is at hand (models rebuild their own label space from their folder, see ``Model.restore``). Its
+    splits are empty text splits, so text models accept it."""
+    empty = Split.of_texts([], len(label_names), "train")
+    return Dataset(name=name, path=Path("."), format="text", label_names=list(label_names), train=empty,
+                   test=Split.of_texts([], len(label_names), "test"), valid=None, fingerprint="", info=info)
 
 
 def resolve_dataset_path(name_or_path: str) -> tuple[Path, DatasetInfo | None]:

@@ -69,6 +69,29 @@ class TextLines:
                 yield self._read(f, int(i))
 
 
+class TextList:
+    """:class:`TextLines` over texts held in memory (raw texts given to a saved model): the same
+    ``len``, indexing, ``iter_lines`` and ``digest`` (blake2b of the texts, which keys neural token caches
+    like a file's bytes do), so every model's ``predict`` takes it without a temporary file."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = [str(t) for t in texts]
+        digest = hashlib.blake2b(b"texts:", digest_size=16)
+        for t in self.texts:  # length-prefixed, so ["ab"] and ["a", "b"] differ
+            raw = t.encode("utf-8")
+            digest.update(len(raw).to_bytes(8, "little") + raw)
+        self.digest = digest.hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> str:
+        return self.texts[int(i)]
+
+    def iter_lines(self, rows: np.ndarray | None = None) -> Iterator[str]:
+        return iter(self.texts) if rows is None else (self.texts[int(i)] for i in rows)
+
+
 def scan_lines(path: Path, progress: bool = False) -> TextLines:
     """Index the lines of ``path``: offsets of each line, UTF-8 validation, and a content digest."""
     if not path.is_file():

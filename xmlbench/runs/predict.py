@@ -40,6 +40,11 @@ def load_run_model(run_dir: Path, dataset_name: str | None = None):
 
 def predict_run(run_dir: Path, dataset_name: str | None, split: str, out: str | None, progress: bool) -> dict:
     model, ds = load_run_model(run_dir, dataset_name)
+    return score_split(model, ds, split, out, progress)
+
+
+def score_split(model, ds, split: str, out: str | None, progress: bool) -> dict:
+    """Metrics of ``model`` (already mapped onto ``ds``'s label ids) on ``ds``'s train or test split."""
     if model.unmatched_labels:
         print(f"note: {model.unmatched_labels} of the model's {model.n_labels} labels are not labels of "
               f"{ds.name}; predicting one counts as a miss", file=sys.stderr)

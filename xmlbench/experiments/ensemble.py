@@ -68,7 +68,7 @@ def ensemble_runs(run_dirs: list[Path], out: Path, command: str = "") -> dict:
     ds = open_dataset(records[0]["dataset"]["path"])
     names, ids, scores = sum_by_label_name(run_dirs, Truth.test_of(ds))
     on_ds = remap_ids(ids, names, ds.label_names)  # labels the dataset lacks: -1, misses
-    metrics = evaluate(on_ds, ds.test.labels, inv_propensity=ds.inv_propensity())
+    metrics = evaluate(on_ds, ds.test.labels, inv_propensity=ds.inv_propensity(), coverage=True)  # as a run
     out.mkdir(parents=True, exist_ok=True)
     rec.write_predictions(out, ids, scores, names)
     first = records[0]

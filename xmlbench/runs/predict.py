@@ -53,4 +53,4 @@ def score_split(model, ds, split: str, out: str | None, progress: bool) -> dict:
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         rec.write_predictions(Path(out), ids, scores, ds.label_names)
-    return evaluate(ids, part.labels, inv_propensity=ds.inv_propensity())
+    return evaluate(ids, part.labels, inv_propensity=ds.inv_propensity(), coverage=True)  # as the record

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,7 @@ from torch import nn
 
 from xmlbench.encoders import mean_token_embedding
 from xmlbench.errors import UserError
-from xmlbench.models.lightxml.variants.base import Variant, VariantContext, VariantSpec, register
+from xmlbench.models.lightxml.variants.base import Probe, Variant, VariantContext, VariantSpec, register
 
 PLACEMENTS = ("document", "classifier")
 
@@ -90,6 +91,12 @@ class DocumentRepresentation(Variant):
         p = torch.sigmoid(g.detach().float())  # (B, K): no gradient into the generator through this view
         avg = (p @ self.cluster_embedding) / p.sum(dim=1, keepdim=True).clamp(min=1e-6)  # (B, h)
         return self.label_projection(avg)  # (B, D)
+
+    def diagnostics(self, probe: Probe) -> dict[str, Any]:
+        """The mean of each learned mixing weight vector (softplus, one per view; they start at 1 and
+        0.05): how much of each view the model chose to mix in."""
+        with torch.no_grad():
+            return {f"weight_{view}": float(w.mean()) for view, w in self.weights().items()}
 
     def combine(self, doc: torch.Tensor, hidden, mask: torch.Tensor, g: torch.Tensor | None,
                 drop_extra: bool) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Every variant reports what it did: ``record.json`` ``variant_diagnostics``, and a note per arm in the
-ablation table."""
+ablation table; doc-rep's label view is built from the training split's cluster co-occurrence."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ import importlib.util
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
+from xmlbench.engine import checkpoint as ckpt
 from xmlbench.models.lightxml import variants as V
 from xmlbench.models.lightxml.clustering import clusters_to_arrays
 from xmlbench.models.lightxml.model import LightXMLConfig, LightXMLNet
-from xmlbench.models.lightxml.variants.doc_rep import DocRepConfig
+from xmlbench.models.lightxml.variants.doc_rep import (
+    DocRepConfig,
+    DocumentRepresentation,
+    cluster_cooccurrence,
+)
 from xmlbench.models.lightxml.variants.loss_correction import LossCorrectionConfig
 from xmlbench.models.lightxml.variants.random_negatives import RandomNegativesConfig
 from xmlbench.runs.record import read_record
@@ -78,6 +84,15 @@ def test_the_ablation_table_notes_say_what_each_variant_did(all_variants_run):
     assert f"weight labels {diag['doc-rep']['weight_labels']:.3g}" in note
     assert "mean over 1 seed)" in note
     assert note in render(table, "md")
+
+
+def test_the_saved_model_holds_the_training_cooccurrence(all_variants_run):
+    saved = ckpt.load(all_variants_run / "model" / "checkpoint.pt")
+    c = saved["classifier_state_dict"]["variants.doc-rep.cooccurrence"]
+    k = saved["hierarchy"]["cluster_labels"].shape[0]
+    assert c.shape == (k, k)
+    assert torch.allclose(c.sum(dim=1), torch.ones(k))
+    assert not torch.equal(c, torch.eye(k))  # prepare replaced the placeholder
 
 
 # ------------------------------------------------------------------------------ diagnostics on a bare net
@@ -183,3 +198,32 @@ def test_doc_rep_reports_its_mixing_weights(encoder):
 def test_a_variant_without_diagnostics_and_no_variant_report_nothing(encoder):
     assert make_net(encoder, ()).variants.diagnostics(probe(make_net(encoder, ()))) == {}
     assert V.Variant().diagnostics(None) == {}
+
+
+# ------------------------------------------------------------------------------ doc-rep's co-occurrence view
+def test_cluster_cooccurrence_matches_a_hand_computation():
+    # 5 labels in 3 clusters: {0, 1} -> 0, {2, 3} -> 1, {4} -> 2; cluster 2 has no training document.
+    label_to_cluster = np.array([0, 0, 1, 1, 2])
+    y = sp.csr_matrix(np.array([[1, 1, 0, 0, 0],   # clusters {0}   (two labels of cluster 0 count once)
+                                [1, 0, 1, 0, 0],   # clusters {0, 1}
+                                [0, 0, 0, 1, 0],   # clusters {1}
+                                [0, 1, 0, 1, 0]]))  # clusters {0, 1}
+    # Y_c^T Y_c = [[3, 2, 0], [2, 3, 0], [0, 0, 0]]; row-normalised, the empty row on its diagonal.
+    expected = torch.tensor([[3 / 5, 2 / 5, 0], [2 / 5, 3 / 5, 0], [0, 0, 1]])
+    assert torch.allclose(cluster_cooccurrence(y, label_to_cluster, 3), expected)
+
+
+def test_the_label_view_follows_the_cooccurrence():
+    torch.manual_seed(0)
+    rep = DocumentRepresentation(dim=8, n_layers=1, dropout=0.0, n_clusters=3, label_dim=4)
+    g = torch.tensor([[4.0, -4.0, -4.0], [-4.0, -4.0, 4.0]])  # document 0: cluster 0; document 1: cluster 2
+    identity = rep.label_view(g)
+    spread = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # cluster 0 -> only 1
+    rep.set_cooccurrence(spread)
+    moved = rep.label_view(g)
+    assert not torch.allclose(identity[0], moved[0])  # document 0 now sees cluster 1's embedding
+    p = torch.sigmoid(g)
+    q = p @ spread / p.sum(1, keepdim=True)
+    assert torch.allclose(moved, rep.label_projection(q @ rep.cluster_embedding), atol=1e-6)
+    with pytest.raises(ValueError, match="co-occurrence"):
+        rep.set_cooccurrence(torch.eye(4))

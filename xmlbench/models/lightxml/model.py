@@ -256,6 +256,7 @@ class LightXML(NeuralModel):
     def prepare(self, ctx: FitContext) -> None:
         if self.mode == "clustered":
             self._cluster_the_labels(ctx)
+            self._count_cooccurrence(ctx)
         if self.config.bias_init == "prior":
             self._start_at_the_prior(ctx.train.labels)
 
@@ -268,6 +269,18 @@ class LightXML(NeuralModel):
 
         leaves, self.clusters_added, self.clusters_source = published
         self._set_clusters(*clusters_to_arrays(leaves))
+
+    def _count_cooccurrence(self, ctx: FitContext) -> None:
+        """doc-rep's label view needs the training split's cluster co-occurrence (a buffer, saved with
+        the model); computed here because only ``prepare`` sees the training labels with the clusters."""
+        from xmlbench.models.lightxml.variants.doc_rep import cluster_cooccurrence
+
+        wanting = [v for v in self.net.variants.values() if getattr(v, "with_labels", False)]
+        if wanting:
+            label_to_cluster, cluster_labels = self.clusters
+            matrix = cluster_cooccurrence(ctx.train.labels, label_to_cluster, cluster_labels.shape[0])
+            for variant in wanting:
+                variant.set_cooccurrence(matrix)
 
     def _start_at_the_prior(self, labels) -> None:
         """Biases of the BCE heads over fixed columns (flat classifier, generator) at the label prior, so

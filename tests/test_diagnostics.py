@@ -86,13 +86,18 @@ def test_the_ablation_table_notes_say_what_each_variant_did(all_variants_run):
     assert note in render(table, "md")
 
 
-def test_the_saved_model_holds_the_training_cooccurrence(all_variants_run):
+def test_the_saved_model_holds_the_training_cooccurrence(all_variants_run, tiny_dataset):
     saved = ckpt.load(all_variants_run / "model" / "checkpoint.pt")
     c = saved["classifier_state_dict"]["variants.doc-rep.cooccurrence"]
     k = saved["hierarchy"]["cluster_labels"].shape[0]
     assert c.shape == (k, k)
     assert torch.allclose(c.sum(dim=1), torch.ones(k))
     assert not torch.equal(c, torch.eye(k))  # prepare replaced the placeholder
+    from xmlbench.data.dataset import open_dataset
+    from xmlbench.models.lightxml.model import LightXML
+
+    reloaded = LightXML.restore(all_variants_run / "model", open_dataset(str(tiny_dataset)))
+    assert torch.equal(reloaded.net.variants["doc-rep"].cooccurrence, c)
 
 
 # ------------------------------------------------------------------------------ diagnostics on a bare net

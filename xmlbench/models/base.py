@@ -108,6 +108,11 @@ class Model(ABC):
         """Resolved facts that name the system in tables (e.g. LightXML's regime)."""
         return {}
 
+    def diagnostics(self, split: Split) -> dict[str, Any]:
+        """Facts about the trained model measured on ``split`` (the validation split, after fit, before the
+        test split is read), merged into the run record (LightXML: ``variant_diagnostics``); {}: none."""
+        return {}
+
     @classmethod
     def regime(cls, config: Any, dataset: Dataset) -> str:
         """"flat" or "clustered": the dataset's LightXML regime, which decides the original protocol's

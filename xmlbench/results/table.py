@@ -542,11 +542,50 @@ def _ablation_notes(
         notes.append("runs trained on different hardware (" + "; ".join(f"seed {s}: {h}" for s, h in by_seed)
                      + "): fit s mixes them; deltas and p-values stay paired within a seed only if each seed "
                      "ran on one machine.")
+    notes += diagnostics_notes(arms)
     for name, runs in arms.items():
         if any(r.selection == "test" for r in runs):
             notes.append(f"arm {name}: has runs whose checkpoint was chosen on the TEST split.")
         _note_duplicate_seeds(runs, f"arm {name}", notes)
     return notes
+
+
+def diagnostics_notes(arms: dict[str, list[Run]]) -> list[str]:
+    """One note per arm whose records carry ``variant_diagnostics``: what each variant did, each number the
+    mean over the arm's seeds; a per-layer list is shown as its range over layers ("min..max")."""
+    notes = []
+    for name, runs in arms.items():
+        found = [r.record.get("variant_diagnostics") or {} for r in runs]
+        variants = list(dict.fromkeys(v for d in found for v in d))  # in the order the runs list them
+        parts = []
+        for variant in variants:
+            per_seed = [d[variant] for d in found if variant in d]
+            keys = list(dict.fromkeys(k for d in per_seed for k in d))
+            shown = [_diagnostic_text(k, [d[k] for d in per_seed if k in d]) for k in keys]
+            parts.append(f"{variant}: " + (", ".join(shown) if shown else "nothing to report"))
+        if parts:
+            seeds = len([d for d in found if d])
+            notes.append(f"arm {name}, what the variants did (validation documents, selected checkpoint, "
+                         f"mean over {seeds} seed{'s' if seeds != 1 else ''}): " + "; ".join(parts) + ".")
+    return notes
+
+
+def _diagnostic_text(key: str, values: list[Any]) -> str:
+    """``key value``: a share as a percentage, a list as its range, a count without decimals."""
+    label = key.replace("_", " ")
+    if values and all(isinstance(v, list) for v in values):
+        mean = np.mean(np.array([v for v in values if len(v) == len(values[0])], dtype=float), axis=0)
+        return f"{label} per layer {_number(key, mean.min())}..{_number(key, mean.max())}"
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return f"{label} {_number(key, float(np.mean(numbers)))}" if numbers else label
+
+
+def _number(key: str, x: float) -> str:
+    if key.endswith("share"):
+        return f"{100 * x:.0f}%"
+    if float(x).is_integer():
+        return f"{int(x)}"
+    return f"{x:.3g}"
 
 
 def _p_note(family: dict[str, int | None]) -> str:

@@ -2,8 +2,9 @@
 
 1. open the dataset; 2. apply the protocol (``fair`` by default, or ``original``: ``runs/protocol.py``) to
 the options the user left open; 3. choose the selection split (valid_* files, else a seeded carve of train;
-the test split only when the user or the original protocol asks for it); 4. fit; 5. read the test split
-once, predict the top-100, evaluate; 6. write predictions, the model and ``record.json`` (last, atomically).
+the test split only when the user or the original protocol asks for it); 4. fit, then the model's
+diagnostics on the validation split (``Model.diagnostics``); 5. read the test split once, predict the
+top-100, evaluate; 6. write predictions, the model and ``record.json`` (last, atomically).
 """
 
 from __future__ import annotations
@@ -146,6 +147,11 @@ def run(opts: RunOptions) -> dict[str, Any]:
         with timer.stage("save"):
             model.save(run_dir / "model")
 
+    diagnostics: dict[str, Any] = {}
+    if select is not None and select_name == "valid":  # never the test split: it is read once, below
+        with timer.stage("diagnostics"):
+            diagnostics = dict(model.diagnostics(select) or {})
+
     metrics: dict[str, dict[str, float]] = {}
     inv_p = ds.inv_propensity()
     if select is not None and select_name == "valid":
@@ -182,6 +188,7 @@ def run(opts: RunOptions) -> dict[str, Any]:
         "metrics": metrics,
         "n_parameters": model.n_parameters(),
         "model_details": model.details(),
+        **diagnostics,
         "timing_s": {k: round(v, 3) for k, v in timer.seconds.items()},
         "peak_rss_mb": round(rec.peak_rss_mb(), 1),
         "code": rec.code_version(),

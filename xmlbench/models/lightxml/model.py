@@ -34,6 +34,10 @@ from xmlbench.models.lightxml import variants as V
 from xmlbench.models.neural import NeuralConfig, NeuralModel
 from xmlbench.paths import cache_dir
 
+# Variant diagnostics look at this many validation documents at most, in batches of at most this size:
+# enough for a mean and a spread across documents, cheap beside a validation pass.
+DIAGNOSTIC_DOCS = 256
+DIAGNOSTIC_BATCH = 32
 CLUSTERED_ABOVE = 100_000  # mode "auto" on datasets without a manifest: clustered above this many labels
 
 
@@ -99,13 +103,17 @@ class LightXMLNet(nn.Module):
     # ------------------------------------------------------------------------------ text embedding
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """(B, D) document vector, and the encoder output for variants that use token states."""
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        hidden = out.hidden_states
-        layers = layer_stack(hidden, attention_mask, self.cfg.n_layers, self.cls_position)  # (B, 5, H)
+        layers, hidden = self.cls_layers(input_ids, attention_mask)  # (B, 5, H)
         layers = self.variants.transform_layers(layers)  # hook 1 (se)
         doc = layers.flatten(start_dim=1)  # (B, 5H)
         doc = self.variants.transform_document(doc, hidden, attention_mask)  # hook 2 (doc-rep, document)
         return self.dropout(self.doc_norm(doc)), (hidden, attention_mask)
+
+    def cls_layers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """(B, n_layers, H) [CLS] stack before any variant, and the encoder's hidden states."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        hidden = out.hidden_states
+        return layer_stack(hidden, attention_mask, self.cfg.n_layers, self.cls_position), hidden
 
     # ------------------------------------------------------------------------------ flat regime
     def flat_logits(self, doc: torch.Tensor, state) -> torch.Tensor:
@@ -143,6 +151,12 @@ class LightXMLNet(nn.Module):
         return self.variants.candidate_logits(d, g_of_cand)  # hook 4 (loss-correction)
 
     def clustered_loss(self, doc: torch.Tensor, state, positives: torch.Tensor) -> torch.Tensor:
+        loss_g, loss_d = self.clustered_losses(doc, state, positives)
+        return loss_g + loss_d
+
+    def clustered_losses(self, doc: torch.Tensor, state,
+                         positives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Lg, Ld) apart, for the training loss and for diagnostics that split the gradient between them."""
         g = self.generator(doc)  # (B, K)
         loss_g = F.binary_cross_entropy_with_logits(
             g, cluster_targets(positives, self.label_to_cluster, g.shape[1], g.dtype))
@@ -152,7 +166,7 @@ class LightXMLNet(nn.Module):
         valid = cands >= 0
         targets = is_member(cands, positives).to(logits.dtype)
         loss_d = F.binary_cross_entropy_with_logits(logits[valid], targets[valid])
-        return loss_g + loss_d
+        return loss_g, loss_d
 
     def clustered_topk(self, doc: torch.Tensor, state, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.generator(doc)
@@ -242,6 +256,7 @@ class LightXML(NeuralModel):
     def prepare(self, ctx: FitContext) -> None:
         if self.mode == "clustered":
             self._cluster_the_labels(ctx)
+            self._count_cooccurrence(ctx)
         if self.config.bias_init == "prior":
             self._start_at_the_prior(ctx.train.labels)
 
@@ -254,6 +269,18 @@ class LightXML(NeuralModel):
 
         leaves, self.clusters_added, self.clusters_source = published
         self._set_clusters(*clusters_to_arrays(leaves))
+
+    def _count_cooccurrence(self, ctx: FitContext) -> None:
+        """doc-rep's label view needs the training split's cluster co-occurrence (a buffer, saved with
+        the model); computed here because only ``prepare`` sees the training labels with the clusters."""
+        from xmlbench.models.lightxml.variants.doc_rep import cluster_cooccurrence
+
+        wanting = [v for v in self.net.variants.values() if getattr(v, "with_labels", False)]
+        if wanting:
+            label_to_cluster, cluster_labels = self.clusters
+            matrix = cluster_cooccurrence(ctx.train.labels, label_to_cluster, cluster_labels.shape[0])
+            for variant in wanting:
+                variant.set_cooccurrence(matrix)
 
     def _start_at_the_prior(self, labels) -> None:
         """Biases of the BCE heads over fixed columns (flat classifier, generator) at the label prior, so
@@ -296,6 +323,35 @@ class LightXML(NeuralModel):
         if self.clusters_added:
             out["clusters_added_labels"] = self.clusters_added
         return out
+
+    def diagnostics(self, split) -> dict[str, Any]:
+        """{"variant_diagnostics": {variant: what it did}} on the first ``DIAGNOSTIC_DOCS`` documents of
+        ``split`` (the validation split, with the selected weights); {} with no variant enabled."""
+        if not len(self.net.variants):
+            return {}
+        from xmlbench.engine.batches import padded_positives
+
+        tokens = self.tokens(split)
+        rows = np.asarray(split.file_rows)[:DIAGNOSTIC_DOCS]
+        # Positions in ``split.labels`` follow ``file_rows``: the first n rows of each.
+        positions = np.arange(len(rows))
+        net = self.net
+        device = next(net.parameters()).device
+        size = min(self.config.eval_batch_size, DIAGNOSTIC_BATCH)
+
+        def batches():
+            for start in range(0, len(rows), size):
+                ids, mask = tokens.batch(rows[start : start + size], trim=True)
+                positives = padded_positives(split.labels, positions[start : start + size])
+                yield ids.to(device), mask.to(device), positives.to(device)
+
+        was_training = net.training
+        net.eval()
+        try:
+            found = net.variants.diagnostics(V.Probe(net=net, batches=batches))
+        finally:
+            net.train(was_training)
+        return {"variant_diagnostics": found}
 
     def hierarchy(self) -> dict[str, Any]:
         h: dict[str, Any] = {"label_names": list(self.label_names), "mode": self.mode}

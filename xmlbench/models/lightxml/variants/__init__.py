@@ -20,6 +20,7 @@ from xmlbench.errors import UserError
 from xmlbench.models.lightxml.variants.base import (
     HOOKS,
     VARIANTS,
+    Probe,
     Variant,
     VariantChain,
     VariantContext,
@@ -73,5 +74,6 @@ def variant_seed(name: str) -> int:
     return (torch.initial_seed() + zlib.crc32(name.encode())) % 2**63
 
 
-__all__ = ["HOOKS", "VARIANTS", "Variant", "VariantChain", "VariantContext", "VariantSpec", "build", "check",
+__all__ = ["HOOKS", "VARIANTS", "Probe", "Variant", "VariantChain", "VariantContext", "VariantSpec", "build",
+           "check",
            "config_fields", "register", "variant_seed"]

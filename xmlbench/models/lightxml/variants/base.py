@@ -10,8 +10,12 @@ variants in the order the user listed them:
 4. ``candidate_logits``       (B, C) discriminator logits, given the candidates' cluster logits
 5. ``extend_candidates``      (B, C) training shortlist -> (B, C + R)
 
-Every hook of ``Variant`` returns its input unchanged, so a variant overrides only the hooks it uses, and
-with no variant enabled the model is exactly the base LightXML (tested bitwise).
+One more hook reports rather than transforms: ``diagnostics(probe)`` -> a JSON-ready dict of what the
+variant did (gates, mixing weights, gradient shares, ...), computed after fit on validation batches that
+``Probe`` hands out; ``VariantChain.diagnostics`` collects ``{name: dict}`` for the run record.
+
+Every hook of ``Variant`` returns its input unchanged (``diagnostics``: {}), so a variant overrides only
+the hooks it uses, and with no variant enabled the model is exactly the base LightXML (tested bitwise).
 
 A variant is one file in this package holding its config dataclass, its ``Variant`` subclass and a call
 ``register(VariantSpec(...))``; the package imports every file, so adding one edits nothing else.
@@ -19,7 +23,8 @@ A variant is one file in this package holding its config dataclass, its ``Varian
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +51,39 @@ class VariantContext:
         return self.n_layers * self.hidden_size
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What ``Variant.diagnostics`` may look at: the trained ``LightXMLNet`` (its ``cls_layers``, ``embed``,
+    ``generator``, ``candidates``, ``discriminate``, ``clustered_losses``) and the validation batches.
+
+    ``batches()`` yields (input_ids (B, T), attention_mask (B, T), positives (B, P) -1-padded) on the net's
+    device, a fresh iterator each call, at most a few hundred documents in all. The net is in eval mode; a
+    variant that switches modes, or touches gradients or RNG state, puts them back (see ``train_like``)."""
+
+    net: nn.Module
+    batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
+
+
+@contextmanager
+def train_like(net: nn.Module):
+    """``net`` in training mode (dropout, batch statistics), everything put back on exit: its mode, its
+    buffers (BatchNorm's running statistics move in training mode) and the CPU/CUDA RNG streams (dropout
+    and sampling draw from them), so diagnostics change nothing the test predictions depend on.
+    Gradients are the caller's: use ``torch.autograd.grad``, which leaves every ``.grad`` alone."""
+    was_training = net.training
+    buffers = {name: b.detach().clone() for name, b in net.named_buffers()}
+    devices = sorted({p.device.index for p in net.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        net.train()
+        try:
+            yield net
+        finally:
+            net.train(was_training)
+            with torch.no_grad():
+                for name, b in net.named_buffers():
+                    b.copy_(buffers[name])
+
+
 class Variant(nn.Module):
     """Identity hooks; a variant overrides those it needs (shapes as in the module docstring)."""
 
@@ -68,9 +106,14 @@ class Variant(nn.Module):
                           label_to_cluster: torch.Tensor) -> torch.Tensor:
         return cands
 
+    def diagnostics(self, probe: Probe) -> dict[str, Any]:
+        """What this variant did, as JSON-ready numbers (after fit, on validation batches); {}: nothing."""
+        return {}
+
 
 HOOKS = ("transform_layers", "transform_document", "discriminator_input_dim", "discriminator_input",
-         "candidate_logits", "extend_candidates")
+         "candidate_logits", "extend_candidates",
+         "diagnostics")
 
 
 @dataclass(frozen=True)
@@ -122,3 +165,7 @@ class VariantChain(nn.ModuleDict):
     def extend_candidates(self, cands: torch.Tensor, top: torch.Tensor, positives: torch.Tensor,
                           label_to_cluster: torch.Tensor) -> torch.Tensor:
         return self._fold("extend_candidates", cands, top, positives, label_to_cluster)
+
+    def diagnostics(self, probe: Probe) -> dict[str, dict[str, Any]]:
+        """{variant name: its diagnostics}, every enabled variant listed (an empty dict if it has none)."""
+        return {name: variant.diagnostics(probe) for name, variant in self.items()}

@@ -5,13 +5,24 @@ with learned, non-negative, per-dimension weights. Here the views share LightXML
 (last layer first, as ``layer_stack``/``mean_token_embedding`` order them):
 
 * c (B, D): the concatenated [CLS] vectors of the last n_layers layers (LightXML's document vector);
-* t (B, D): per layer, the mean of the non-padding token vectors (``mean_token_embedding``); padding is
-  excluded through the attention mask, so appending padding changes nothing;
+* t (B, D): per layer, the mean of the token vectors over every attended position
+  (``mean_token_embedding``), so the special tokens [CLS] and [SEP] (or the encoder's equivalents) ARE in
+  the mean, as in DECAF's and Sentence-BERT's mean pooling over the attention mask; padding is excluded
+  through the mask, so appending padding changes nothing;
 * optionally (``doc_rep.labels``, clustered mode) l (B, D): a Bonsai-style representation of the labels
-  the document is likely to co-occur with, l = P (sum_k p_k E_k / sum_k p_k), with p = sigmoid(g).detach()
-  the generator's cluster probabilities, E (K, h) learned cluster embeddings (h = the discriminator's
-  bottleneck width ``hidden``) and P: h -> D a linear projection. g is detached so that this view never
-  gives Ld a route into the generator head (that is what ``loss-correction`` is for, and only it).
+  the document's likely labels co-occur with, from label co-occurrence in the TRAINING split:
+
+      C = rownorm(Y_c^T Y_c)   (K, K)   Y_c (N, K): 1 where a training document has a label of cluster k;
+                                        row k of C: how often each cluster appears in documents with k
+                                        (diagonal included; a cluster without training documents: e_k)
+      q = (p C) / sum_k p_k    (B, K)   p = sigmoid(g).detach(): the document's likely clusters, spread over
+                                        the clusters they co-occur with (q sums to 1: C is row-stochastic)
+      l = P (q E)              (B, D)   E (K, h) learned cluster embeddings (h = ``hidden``), P: h -> D
+
+  C is computed once in ``LightXML.prepare`` (``cluster_cooccurrence``) and kept as a buffer, so it is
+  saved with the model; until then it is the identity (l is then the p-weighted mean of E). It is dense,
+  K^2 floats (K = 5k clusters: 100 MB). g is detached so that this view never gives Ld a route into the
+  generator head (that is what ``loss-correction`` is for, and only it).
 
     r = softplus(a) * c + softplus(b) * t [+ softplus(e) * l]          (element-wise, a, b, e in R^D)
 
@@ -31,14 +42,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from xmlbench.encoders import mean_token_embedding
 from xmlbench.errors import UserError
-from xmlbench.models.lightxml.variants.base import Variant, VariantContext, VariantSpec, register
+from xmlbench.models.lightxml.variants.base import Probe, Variant, VariantContext, VariantSpec, register
 
 PLACEMENTS = ("document", "classifier")
 
@@ -72,6 +85,14 @@ class DocumentRepresentation(Variant):
             self.cluster_embedding = nn.Parameter(torch.empty(n_clusters, label_dim))
             nn.init.xavier_uniform_(self.cluster_embedding)
             self.label_projection = nn.Linear(label_dim, dim)
+            # Row-normalised cluster co-occurrence of the training labels (set by ``set_cooccurrence``).
+            self.register_buffer("cooccurrence", torch.eye(n_clusters))  # (K, K)
+
+    def set_cooccurrence(self, matrix: torch.Tensor) -> None:
+        """The (K, K) row-stochastic cluster co-occurrence matrix of the training split."""
+        if matrix.shape != self.cooccurrence.shape:
+            raise ValueError(f"co-occurrence {tuple(matrix.shape)} for {tuple(self.cooccurrence.shape)}")
+        self.cooccurrence.copy_(matrix.to(self.cooccurrence))
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The non-negative per-dimension mixing weights, each (D,)."""
@@ -85,11 +106,17 @@ class DocumentRepresentation(Variant):
         return mean_token_embedding(hidden, mask, self.n_layers)
 
     def label_view(self, g: torch.Tensor) -> torch.Tensor:
-        """(B, D) projected average of the cluster embeddings, weighted by the detached cluster
-        probabilities."""
+        """(B, D) P (q E): the cluster embeddings weighted by q = p C / sum(p), the detached cluster
+        probabilities spread over their co-occurring clusters (module docstring)."""
         p = torch.sigmoid(g.detach().float())  # (B, K): no gradient into the generator through this view
-        avg = (p @ self.cluster_embedding) / p.sum(dim=1, keepdim=True).clamp(min=1e-6)  # (B, h)
-        return self.label_projection(avg)  # (B, D)
+        q = (p @ self.cooccurrence) / p.sum(dim=1, keepdim=True).clamp(min=1e-6)  # (B, K)
+        return self.label_projection(q.to(self.cluster_embedding.dtype) @ self.cluster_embedding)  # (B, D)
+
+    def diagnostics(self, probe: Probe) -> dict[str, Any]:
+        """The mean of each learned mixing weight vector (softplus, one per view; they start at 1 and
+        0.05): how much of each view the model chose to mix in."""
+        with torch.no_grad():
+            return {f"weight_{view}": float(w.mean()) for view, w in self.weights().items()}
 
     def combine(self, doc: torch.Tensor, hidden, mask: torch.Tensor, g: torch.Tensor | None,
                 drop_extra: bool) -> torch.Tensor:
@@ -123,6 +150,25 @@ class DocRepOnClassifier(DocumentRepresentation):
         return self.combine(doc, hidden, mask, g, drop_extra=True)
 
 
+def cluster_cooccurrence(labels, label_to_cluster: np.ndarray, n_clusters: int) -> torch.Tensor:
+    """(K, K) C = rownorm(Y_c^T Y_c) from a (N, L) sparse 0/1 label matrix: C[i, j] is the share of
+    co-occurrences of cluster i (with itself included) that are with cluster j. Rows of clusters that no
+    training document has are e_i, so their probability stays on themselves."""
+    import scipy.sparse as sp
+
+    y = sp.csr_matrix(labels, dtype=np.float64)
+    to_cluster = sp.csr_matrix((np.ones(len(label_to_cluster)), (np.arange(len(label_to_cluster)),
+                                                               np.asarray(label_to_cluster))),
+                               shape=(len(label_to_cluster), n_clusters))
+    y_c = (y @ to_cluster).astype(bool).astype(np.float64)  # (N, K): a document has the cluster or not
+    counts = np.asarray((y_c.T @ y_c).todense())  # (K, K) documents holding both clusters
+    totals = counts.sum(axis=1, keepdims=True)
+    empty = np.flatnonzero(totals[:, 0] == 0)
+    counts[empty, empty] = 1.0
+    totals[empty] = 1.0
+    return torch.from_numpy(counts / totals).float()
+
+
 def build_doc_rep(placement: str, labels: bool, dim: int, n_layers: int, dropout: float,
                   n_clusters: int | None, label_dim: int) -> DocumentRepresentation:
     """The module for ``doc_rep.placement`` / ``doc_rep.labels``, refusing combinations with no meaning."""
@@ -144,4 +190,5 @@ def _build(cfg: DocRepConfig, ctx: VariantContext) -> DocumentRepresentation:
 
 
 register(VariantSpec("doc-rep", DocRepConfig, _build,
-                     "DECAF-style learned non-negative combination of [CLS] and mean token representations"))
+                     "DECAF-style learned non-negative combination of [CLS], mean token and (labels=true) "
+                     "co-occurring-cluster representations"))

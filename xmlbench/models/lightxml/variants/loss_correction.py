@@ -31,11 +31,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from xmlbench.errors import UserError
-from xmlbench.models.lightxml.variants.base import Variant, VariantContext, VariantSpec, register
+from xmlbench.models.lightxml.variants.base import (
+    Probe,
+    Variant,
+    VariantContext,
+    VariantSpec,
+    register,
+    train_like,
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,33 @@ class LossCorrection(Variant):
         """Hook 4: (B, C) logits d + w * g[cluster of candidate]; g keeps its graph so Ld reaches W."""
         return d + self.weight * g_of_cand.to(d.dtype)  # (B, C)
 
+    def diagnostics(self, probe: Probe) -> dict[str, Any]:
+        """w, and how much of the generator head's gradient comes from Ld, on validation batches in
+        training mode (dropout on, no optimiser step; ``train_like`` restores modes, buffers and RNG).
+
+        With G_d = dLd/d(W, b) and G_g = dLg/d(W, b) of the generator head summed over the batches:
+        ``ld_grad_share`` = |G_d| / (|G_d| + |G_g|) in [0, 1], and ``ld_over_total`` = |G_d| / |G_d + G_g|
+        (the two can point against each other, so this one may exceed 1). Both are exactly 0 at w = 0,
+        where Ld cannot reach the generator (dLd/dg = w * ...)."""
+        net = probe.net
+        params = list(net.generator.parameters())
+        sums = {"d": [torch.zeros_like(p) for p in params], "g": [torch.zeros_like(p) for p in params]}
+        with train_like(net):
+            for ids, mask, positives in probe.batches():
+                doc, state = net.embed(ids, mask)
+                losses = dict(zip("gd", net.clustered_losses(doc, state, positives)))
+                for part, loss in losses.items():
+                    grads = torch.autograd.grad(loss, params, retain_graph=part == "g", allow_unused=True)
+                    for acc, grad in zip(sums[part], grads):
+                        if grad is not None:  # unused: that loss does not reach the generator at all
+                            acc += grad.float()
+        norm_d = _norm(sums["d"])
+        norm_g = _norm(sums["g"])
+        norm_total = _norm([a + b for a, b in zip(sums["d"], sums["g"])])
+        return {"weight": self.weight,
+                "ld_grad_share": norm_d / (norm_d + norm_g) if norm_d + norm_g > 0 else 0.0,
+                "ld_over_total": norm_d / norm_total if norm_total > 0 else 0.0}
+
     def extra_repr(self) -> str:
         return f"weight={self.weight}"
 
@@ -67,3 +102,8 @@ def _build(cfg: LossCorrectionConfig, ctx: VariantContext) -> LossCorrection:
 register(VariantSpec("loss-correction", LossCorrectionConfig, _build,
                      "discriminator logits include the cluster's generator logit, so Ld reaches the generator",
                      needs_clustered=True))
+
+
+def _norm(tensors: list[torch.Tensor]) -> float:
+    """The Euclidean norm of the tensors taken as one vector."""
+    return float(torch.sqrt(sum((t.double() ** 2).sum() for t in tensors)))

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from xmlbench.errors import UserError
-from xmlbench.models.lightxml.variants.base import Variant, VariantContext, VariantSpec, register
+from xmlbench.models.lightxml.variants.base import Probe, Variant, VariantContext, VariantSpec, register
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,38 @@ class RandomNegatives(Variant):
             return cands
         negatives = sample_negatives(self.count, self.n_labels, cands, top, positives, label_to_cluster)
         return torch.cat([cands, negatives], dim=1)  # (B, C + R)
+
+    def diagnostics(self, probe: Probe) -> dict[str, Any]:
+        """Negatives per document, and how often they were hard, on validation batches.
+
+        Each document gets its training shortlist (true clusters forced, as in training) and ``count``
+        random negatives drawn as in training (RNG restored afterwards); the net scores them in eval mode.
+        A negative is hard when its candidate logit (the one Ld trains, after every variant's
+        ``candidate_logits``) exceeds the lowest logit among its document's true labels.
+        ``per_document``: valid negatives drawn per document (``count`` unless too few labels are
+        allowed); ``hard_share``: hard negatives / negatives, in [0, 1]."""
+        net = probe.net
+        drawn = hard = documents = 0
+        with torch.no_grad(), torch.random.fork_rng(devices=_cuda_devices(net)):
+            for ids, mask, positives in probe.batches():
+                doc, state = net.embed(ids, mask)
+                g = net.generator(doc)
+                cands, top = net.candidates(g, positives)
+                negatives = sample_negatives(self.count, self.n_labels, cands, top, positives,
+                                             net.label_to_cluster)  # (B, R)
+                neg_logits = net.discriminate(doc, state, g, negatives).float()  # (B, R)
+                pos_logits = net.discriminate(doc, state, g, positives).float()  # (B, P)
+                weakest = pos_logits.masked_fill(positives < 0, math.inf).min(dim=1, keepdim=True).values
+                valid = negatives >= 0
+                drawn += int(valid.sum())
+                hard += int((valid & (neg_logits > weakest)).sum())
+                documents += ids.shape[0]
+        return {"count": self.count, "per_document": drawn / max(documents, 1),
+                "hard_share": hard / drawn if drawn else 0.0}
+
+
+def _cuda_devices(net) -> list[int]:
+    return sorted({p.device.index for p in net.parameters() if p.device.type == "cuda"})
 
 
 def sample_negatives(count: int, n_labels: int, cands: torch.Tensor, top: torch.Tensor,

@@ -37,12 +37,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from xmlbench.errors import UserError
-from xmlbench.models.lightxml.variants.base import Variant, VariantContext, VariantSpec, register
+from xmlbench.models.lightxml.variants.base import (
+    Probe,
+    Variant,
+    VariantContext,
+    VariantSpec,
+    register,
+)
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,16 @@ class SqueezeExcitation(Variant):
     def transform_layers(self, layers: torch.Tensor) -> torch.Tensor:
         """Hook 1: the (B, C, H) [CLS] stack with each layer scaled by its gate."""
         return layers * self.gates(layers).unsqueeze(2).to(layers.dtype)  # (B, C, H)
+
+    @torch.no_grad()
+    def diagnostics(self, probe: Probe) -> dict[str, Any]:
+        """Per layer, the mean and std (ddof=0) over validation documents of its gate: a std near 0 means
+        a fixed per-layer scale, not squeeze-and-excitation."""
+        gates = torch.cat([self.gates(probe.net.cls_layers(ids, mask)[0].float()).float()
+                           for ids, mask, _ in probe.batches()])  # (N, C)
+        return {"gate_mean": gates.mean(dim=0).tolist(),
+                "gate_std": gates.std(dim=0, unbiased=False).tolist(),
+                "documents": int(gates.shape[0])}
 
 
 def _build(cfg: SEConfig, ctx: VariantContext) -> SqueezeExcitation:

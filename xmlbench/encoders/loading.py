@@ -45,6 +45,16 @@ class LoadedEncoder:
     n_layers: int  # transformer layers; len(hidden_states) == n_layers + 1
     cls_position: str  # 'first' or 'last' (XLNet)
 
+    @property
+    def max_tokens(self) -> int | None:
+        """The longest input its position embeddings cover (None: no such limit, e.g. XLNet)."""
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if not positions:
+            return None
+        # RoBERTa-style models number positions from padding_idx + 1: two fewer usable positions.
+        offset = 2 if self.model.config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+        return int(positions) - offset
+
 
 def load_tokenizer(name: str | EncoderSpec) -> Any:
     """The encoder's tokenizer alone (no model weights), for tokenising a corpus into the token cache."""

@@ -5,16 +5,27 @@ classifier_state_dict, optimizer_state_dict) as plain tensors + JSON."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from xmlbench.config import from_dict, to_dict
+from xmlbench.config import (
+    Count,
+    Dropout,
+    NonNegative,
+    NonNegativeFloat,
+    Positive,
+    Range,
+    Rule,
+    from_dict,
+    to_dict,
+)
 from xmlbench.data.dataset import Dataset, Split
 from xmlbench.engine import checkpoint as ckpt
 from xmlbench.engine import distributed as dist
@@ -28,31 +39,69 @@ from xmlbench.paths import cache_dir
 MODEL_FILE = "checkpoint.pt"
 
 
+def selectable_metric(name: str) -> str | None:
+    """The loop selects on metrics it computes itself: no propensities, k in KS (checked at config time,
+    not after the first epoch)."""
+    from xmlbench.metrics import KS, METRICS
+
+    allowed = [f"{n}@{k}" for n, spec in METRICS.items() if not spec.needs_propensity for k in KS]
+    return None if name in allowed else f"must be one of the metrics the loop evaluates ({', '.join(allowed)})"
+
+
+DEVICE_NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def device_name(name: str) -> str | None:
+    """Syntax only; whether the device exists is checked when the model is built (``check_device``)."""
+    return None if DEVICE_NAME.match(name) else "must be auto, cpu, cuda, cuda:N or mps"
+
+
+# Sizes with an upper bound: beyond these a value is a typo, and would allocate without limit first.
+Width = Annotated[int, Range(1, 65_536)]
+Workers = Annotated[int, Range(0, 256)]  # each worker is a process
+
+
 @dataclass(frozen=True)
 class NeuralConfig:
-    """Training options shared by all neural models (LightXML's recipe by default)."""
+    """Training options shared by all neural models (LightXML's recipe by default). Every bound is in the
+    field's type (``xmlbench.config``); ``max_len`` is also checked against the encoder once it is loaded."""
 
-    encoder: str = "bert-base"
-    max_len: int = 512
-    epochs: int = 25
-    batch_size: int = 16
-    accumulate: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    swa_warmup: int = 10  # epoch from which SWA folds weights in; -1 turns SWA off
-    swa_step: int = 200  # optimiser steps between folds
-    eval_every: int = 0  # optimiser steps between selections; 0 = at each epoch end only
-    eval_batch_size: int = 64
-    max_steps: int = 0  # stop after this many optimiser steps (0 = no limit); for smoke runs/benchmarks
-    checkpoint_every: int = 200  # optimiser steps between resumable checkpoints (and at each epoch end)
-    select_metric: str = "P@5"
+    encoder: str = "bert-base"  # a registered name, a folder or a hub id: checked when loaded
+    max_len: Annotated[int, Range(2)] = 512  # room for [CLS] and [SEP]; at most the encoder's positions
+    epochs: Count = 25
+    batch_size: Count = 16
+    accumulate: Count = 1
+    lr: Positive = 1e-4
+    weight_decay: NonNegativeFloat = 0.01
+    swa_warmup: Annotated[int, Range(-1)] = 10  # epoch from which SWA folds weights in; -1 turns SWA off
+    swa_step: Count = 200  # optimiser steps between folds
+    eval_every: NonNegative = 0  # optimiser steps between selections; 0 = at each epoch end only
+    eval_batch_size: Count = 64
+    max_steps: NonNegative = 0  # stop after this many optimiser steps (0 = no limit); for smoke runs/benchmarks
+    checkpoint_every: NonNegative = 200  # optimiser steps between resumable checkpoints (0: epoch ends only)
+    select_metric: Annotated[str, Rule(selectable_metric)] = "P@5"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     tf32: bool = True
-    device: str = "auto"
-    num_workers: int = 0  # data-loader workers (useful on a GPU)
+    device: Annotated[str, Rule(device_name)] = "auto"
+    num_workers: Workers = 0  # data-loader workers (useful on a GPU)
     compile: bool = False  # torch.compile the training step (on an H100: 448 -> 593 docs/s, bert-base, 512)
-    dropout: float = 0.5
-    encoder_dropout: float = -1.0  # dropout inside the encoder; negative keeps the encoder's own
+    dropout: Dropout = 0.5
+    # dropout inside the encoder; negative keeps the encoder's own
+    encoder_dropout: Annotated[float, Range(-1, 1, hi_open=True)] = -1.0
+
+
+def check_device(name: str) -> None:
+    """The configured device must exist here (found now, not when the first batch moves to it)."""
+    if name in ("auto", "cpu"):
+        return
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            have = f"only {count} CUDA device(s) (cuda:0..cuda:{count - 1})" if count else "no CUDA device"
+            raise UserError(f"config key 'device' is {name!r} but this machine has {have}")
+    elif name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("config key 'device' is 'mps' but MPS is not available on this machine")
 
 
 def net_state(saved: dict[str, Any]) -> dict[str, Any]:
@@ -71,8 +120,10 @@ class NeuralModel(Model):
 
         if not dataset.has_texts:
             raise UserError(f"{self.name} needs texts; {dataset.name} is a bag-of-words dataset")
+        check_device(config.device)
         self.dataset = dataset
         self.encoder = load_encoder(config.encoder, seed=torch.initial_seed() % 2**31)
+        self.check_encoder_fits()
         if config.encoder_dropout >= 0:
             for module in self.encoder.model.modules():
                 if isinstance(module, nn.Dropout):
@@ -80,6 +131,14 @@ class NeuralModel(Model):
         self.net = self.build_net(dataset)
         self._caches: dict[str, Any] = {}
         self._optimizer_state: dict[str, Any] = {}  # the final optimiser state, once fit has run
+
+    def check_encoder_fits(self) -> None:
+        """Config values that depend on the encoder, checked once it is loaded and before any training:
+        a longer input than its position embeddings would fail inside the first batch."""
+        limit = self.encoder.max_tokens
+        if limit is not None and self.config.max_len > limit:
+            raise UserError(f"config key 'max_len' is {self.config.max_len} but encoder {self.encoder.name!r} "
+                            f"reads at most {limit} tokens")
 
     # -- to implement -------------------------------------------------------------------------------
     def build_net(self, dataset: Dataset) -> nn.Module:

@@ -17,19 +17,21 @@ exactly the base model.
 from __future__ import annotations
 
 from dataclasses import dataclass, make_dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xmlbench.config import Count, Range, Seed
 from xmlbench.data.dataset import Dataset
 from xmlbench.encoders import layer_stack
 from xmlbench.engine.batches import Batch
+from xmlbench.errors import UserError
 from xmlbench.models.base import FitContext
 from xmlbench.models.lightxml import variants as V
-from xmlbench.models.neural import NeuralConfig, NeuralModel
+from xmlbench.models.neural import NeuralConfig, NeuralModel, Width
 from xmlbench.paths import cache_dir
 
 CLUSTERED_ABOVE = 100_000  # mode "auto" on datasets without a manifest: clustered above this many labels
@@ -40,12 +42,13 @@ class LightXMLOptions(NeuralConfig):
     """LightXML's own options; ``LightXMLConfig`` adds one section per registered variant."""
 
     mode: Literal["auto", "flat", "clustered"] = "auto"  # auto: the dataset manifest's regime
-    n_layers: int = 5  # [CLS] of the last n_layers hidden layers, concatenated
-    hidden: int = 300  # discriminator bottleneck h (400 amazon670k, 500 wiki500k)
-    top_b: int = 32  # clusters kept by dynamic negative sampling (75 amazon670k, 32 wiki500k)
-    leaf_size: int = 100  # maximum labels per cluster
-    cluster_seed: int = 0  # the three seeds of the original's large-dataset ensemble: 0, 1, 2
-    tfidf_features: int = 100_000  # vocabulary of the TF-IDF label features used for clustering
+    # [CLS] of the last n_layers hidden layers, concatenated; at most the encoder's (checked when loaded)
+    n_layers: Count = 5
+    hidden: Width = 300  # discriminator bottleneck h (400 amazon670k, 500 wiki500k)
+    top_b: Count = 32  # clusters kept by dynamic negative sampling (75 amazon670k, 32 wiki500k)
+    leaf_size: Annotated[int, Range(2)] = 100  # maximum labels per cluster (one label per leaf: no tree)
+    cluster_seed: Seed = 0  # the three seeds of the original's large-dataset ensemble: 0, 1, 2
+    tfidf_features: Count = 100_000  # vocabulary of the TF-IDF label features used for clustering
     variants: tuple[str, ...] = ()
 
 
@@ -208,6 +211,13 @@ class LightXML(NeuralModel):
         self.clusters: tuple[np.ndarray, np.ndarray] | None = None
         V.check(config, clustered=self.mode == "clustered")
         super().__init__(config, dataset)
+
+    def check_encoder_fits(self) -> None:
+        super().check_encoder_fits()
+        states = self.encoder.n_layers + 1  # the embeddings' output, then one per transformer layer
+        if self.config.n_layers > states:
+            raise UserError(f"config key 'n_layers' is {self.config.n_layers} but encoder {self.encoder.name!r} "
+                            f"has {self.encoder.n_layers} layers ({states} hidden states with the embeddings)")
 
     @classmethod
     def config_cls(cls) -> type:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,8 @@ PLACEMENTS = ("document", "classifier")
 
 @dataclass(frozen=True)
 class DocRepConfig:
-    placement: str = "classifier"  # "classifier" (discriminator input) or "document" (the representation)
+    # "classifier" (discriminator input) or "document" (the representation); PLACEMENTS, as a type
+    placement: Literal["classifier", "document"] = "classifier"
     labels: bool = False  # also combine a Bonsai-style representation of co-occurring labels
 CLS_WEIGHT_INIT = 1.0  # the base model's representation at the start
 EXTRA_WEIGHT_INIT = 0.05  # the added views start nearly off (> 0 so softplus still passes a gradient)

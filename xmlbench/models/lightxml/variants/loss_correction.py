@@ -34,13 +34,14 @@ from dataclasses import dataclass
 
 import torch
 
+from xmlbench.config import NonNegativeFloat
 from xmlbench.errors import UserError
 from xmlbench.models.lightxml.variants.base import Variant, VariantContext, VariantSpec, register
 
 
 @dataclass(frozen=True)
 class LossCorrectionConfig:
-    weight: float = 1.0  # how much of the cluster's generator logit enters each candidate's logit
+    weight: NonNegativeFloat = 1.0  # how much of the cluster's generator logit enters each candidate's logit
 
 
 class LossCorrection(Variant):

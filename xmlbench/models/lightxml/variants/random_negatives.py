@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
+from xmlbench.config import Range
 from xmlbench.errors import UserError
 from xmlbench.models.lightxml.variants.base import Variant, VariantContext, VariantSpec, register
 
 
 @dataclass(frozen=True)
 class RandomNegativesConfig:
-    count: int = 32  # random negative labels added per document during training
+    # random negative labels added per document during training (each a row of the candidate tensor)
+    count: Annotated[int, Range(0, 100_000)] = 32
 
 OVERSAMPLE = 1.5  # draws per needed label, on top of the expected rejection rate
 MIN_EXTRA_DRAWS = 16  # slack so small R still rarely falls short

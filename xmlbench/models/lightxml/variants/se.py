@@ -18,18 +18,21 @@ module can only re-weight layers, never flip or amplify them without bound.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import nn
 
+from xmlbench.config import Range
 from xmlbench.errors import UserError
 from xmlbench.models.lightxml.variants.base import Variant, VariantContext, VariantSpec, register
 
 
 @dataclass(frozen=True)
 class SEConfig:
-    expand: int = 32  # channels after the expanding convolution (> 5: 5 -> 2 is too small to be expressive)
-    reduction: int = 8  # bottleneck channels
+    # channels after the expanding convolution (> n_layers, checked when built: 5 -> 2 cannot express gates)
+    expand: Annotated[int, Range(2, 4096)] = 32
+    reduction: Annotated[int, Range(1, 4096)] = 8  # bottleneck channels
 
 
 class SqueezeExcitation(Variant):

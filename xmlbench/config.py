@@ -51,7 +51,7 @@ class Range:
 
 
 def _number(x: float | None) -> str:
-    return str(x) if isinstance(x, int) else f"{x:g}"
+    return str(x) if isinstance(x, int) or x is None else f"{x:g}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +93,7 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "") -> C:
     unknown = sorted(set(data) - names)
     if unknown:
         raise UserError(
-            f"unknown config key {_key(where, unknown[0])!r}; known keys: {', '.join(sorted(names))}"
+            f"unknown config key {_key(where, unknown[0])!r}; known keys: {', '.join(sorted(names)) or '(none)'}"
         )
     kwargs = {}
     for name, value in data.items():

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from xmlbench.errors import UserError
+from xmlbench.outputs import Output, claim_folder, holding_only
 from xmlbench.runs import record as rec
 from xmlbench.runs.runner import RunOptions, run
 
@@ -17,13 +18,14 @@ NEURAL = ("sigmoid-linear", "softmax-linear")
 
 def run_baselines(template: RunOptions, root: Path, models: tuple[str, ...] = BASELINES,
                   log=print) -> tuple[list[Path], list[str]]:
+    claim_folder(root, Output("baselines", adopt=holding_only()), force=template.force)
     done, skipped = [], []
     for name in models:
         out = root / name / f"seed{template.seed}"
         overrides = dict(template.overrides)
         if name not in NEURAL:
             overrides.pop("encoder", None)
-        opts = replace(template, model=name, out=str(out), resume=True, overrides=overrides,
+        opts = replace(template, model=name, out=str(out), resume=True, force=False, overrides=overrides,
                        preset=template.preset if name in NEURAL else "default")
         try:
             log(f"baseline {name}")

@@ -168,6 +168,26 @@ def read_json_object(path: str | os.PathLike, required: tuple[str, ...] = ()) ->
     return data
 
 
+def read_npz(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The named arrays of an ``.npz`` xmlbench wrote (no pickle); a missing, truncated or foreign file is
+    one line naming it."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise UserError(f"{path}: damaged or not written by xmlbench (no {missing[0]!r} array)")
+            return {k: z[k] for k in keys}
+    except (ValueError, EOFError, zipfile.BadZipFile, KeyError):
+        raise UserError(f"{path}: damaged or truncated; delete it or rerun") from None
+
+
 def _json_default(o: Any) -> Any:
     import numpy as np
 

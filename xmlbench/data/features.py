@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from xmlbench.data.dataset import Split
 from xmlbench.errors import UserError
-from xmlbench.io import atomic_path, read_json, write_json
+from xmlbench.io import atomic_path, read_json, read_json_object, read_npz, write_json
 
 STATE_JSON = "tfidf.json"
 VOCAB_JSON = "tfidf_vocab.json"
@@ -117,13 +117,16 @@ def save_tfidf(state: TfidfState, folder: Path) -> None:
 
 def load_tfidf(folder: Path) -> TfidfState:
     folder = Path(folder)
-    meta = read_json(folder / STATE_JSON)
-    state = TfidfState(**meta)
+    meta = read_json_object(folder / STATE_JSON, required=("kind", "n_features"))
+    try:
+        state = TfidfState(**meta)
+    except TypeError:
+        raise UserError(f"{folder / STATE_JSON}: damaged or written by another version (entries {sorted(meta)})") from None
     if state.kind == "text":
         state.vocabulary = read_json(folder / VOCAB_JSON)
-        with np.load(folder / IDF_NPZ, allow_pickle=False) as z:
-            state.idf = z["idf"]
-        if len(state.vocabulary) != state.n_features or len(state.idf) != state.n_features:
+        state.idf = read_npz(folder / IDF_NPZ, ("idf",))["idf"]
+        if not isinstance(state.vocabulary, list) or len(state.vocabulary) != state.n_features \
+                or len(state.idf) != state.n_features:
             raise UserError(f"{folder}: TF-IDF vocabulary, idf and n_features disagree (a damaged model?)")
     return state
 

@@ -24,6 +24,7 @@ from xmlbench.engine import checkpoint as ckpt
 from xmlbench.engine import distributed as dist
 from xmlbench.engine.batches import Batch, chunk, epoch_order
 from xmlbench.engine.swa import SWA
+from xmlbench.errors import UserError
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -226,7 +227,7 @@ def _finish(model: Trainable, net, swa: SWA, state: TrainState, run_dir: Path) -
     """Leave the selected weights in the net: the best evaluated ones, else the (averaged) final ones."""
     dist.barrier()  # rank 0 has written the best weights
     if (run_dir / BEST).is_file() and state.best_step >= 0:
-        net.load_state_dict(ckpt.load(run_dir / BEST)["net"])
+        ckpt.load_into(net, ckpt.require(ckpt.load(run_dir / BEST), ("net",), run_dir / BEST)["net"], run_dir / BEST)
     elif swa.active:
         with torch.no_grad():
             params = dict(net.named_parameters())
@@ -254,18 +255,25 @@ def _checkpoint(run_dir: Path, net, optimizer, swa: SWA, precision: Precision, s
     })
 
 
+RESUME_KEYS = ("net", "optimizer_state_dict", "swa_state", "train_state", "rng")
+
+
 def _restore(path: Path, net, optimizer, swa: SWA, precision: Precision) -> TrainState:
-    saved = ckpt.load(path)
-    net.load_state_dict(saved["net"])
-    optimizer.load_state_dict(saved["optimizer_state_dict"])
-    swa.load_state_dict(saved["swa_state"])
+    saved = ckpt.require(ckpt.load(path), RESUME_KEYS, path)
+    ckpt.load_into(net, saved["net"], path)
+    try:
+        optimizer.load_state_dict(saved["optimizer_state_dict"])
+        swa.load_state_dict(saved["swa_state"])
+        state = TrainState(**saved["train_state"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: its optimiser or training state does not fit this run ({e})") from None
     if precision.scaler and saved.get("scaler"):
         precision.scaler.load_state_dict(saved["scaler"])
     per_rank = saved.get("rng_per_rank") or [saved["rng"]]
     if len(per_rank) != dist.world_size():
-        raise RuntimeError(f"{path} was written by {len(per_rank)} process(es); resume with the same number")
+        raise UserError(f"{path} was written by {len(per_rank)} process(es); resume with the same number")
     ckpt.set_rng_state(per_rank[dist.rank()])
-    return TrainState(**saved["train_state"])
+    return state
 
 
 def _bar(total: int, initial: int, desc: str, enabled: bool):

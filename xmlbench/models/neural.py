@@ -37,6 +37,7 @@ from xmlbench.models.base import FitContext, Model
 from xmlbench.paths import cache_dir
 
 MODEL_FILE = "checkpoint.pt"
+MODEL_KEYS = ("config", "hierarchy", "encoder_state_dict", "classifier_state_dict")  # the seed's schema
 
 
 def selectable_metric(name: str) -> str | None:
@@ -155,8 +156,12 @@ class NeuralModel(Model):
         """Label structure saved with the model (label vocabulary, clusters)."""
         return {"label_names": list(self.dataset.label_names)}
 
-    def load_hierarchy(self, hierarchy: dict[str, Any]) -> None:
-        pass
+    def load_hierarchy(self, hierarchy: dict[str, Any], path: Path) -> None:
+        """Restore the label structure saved with the model; a mismatch names ``path``."""
+        names = hierarchy.get("label_names") if isinstance(hierarchy, dict) else None
+        if names is not None and len(names) != self.n_labels:
+            raise UserError(f"{path}: the model was trained on {len(names)} labels but this dataset has "
+                            f"{self.n_labels}")
 
     def prepare(self, ctx: FitContext) -> None:
         """Work before training that needs the training split (e.g. label clustering)."""
@@ -297,13 +302,23 @@ class NeuralModel(Model):
     @classmethod
     def from_checkpoint(cls, path: Path, dataset: Dataset) -> NeuralModel:
         """Rebuild the model from the checkpoint alone (plus the dataset it predicts)."""
-        saved = ckpt.load(path)
-        config_dict = json.loads(saved["config"])
+        saved = ckpt.require(ckpt.load(path), MODEL_KEYS, path)
+        try:
+            config_dict = json.loads(saved["config"])
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: damaged checkpoint (its config entry is not JSON)") from None
+        if not isinstance(config_dict, dict) or config_dict.get("model", cls.name) != cls.name:
+            raise UserError(f"{path}: holds a {config_dict.get('model') if isinstance(config_dict, dict) else '?'} "
+                            f"model, not {cls.name}")
         config_dict.pop("model", None)
         config_dict.pop("encoder_config", None)
-        model = cls(from_dict(cls.config_cls(), config_dict), dataset)
-        model.load_hierarchy(saved["hierarchy"])
-        model.net.load_state_dict(net_state(saved))
+        try:
+            config = from_dict(cls.config_cls(), config_dict)
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
+        model = cls(config, dataset)
+        model.load_hierarchy(saved["hierarchy"], path)
+        ckpt.load_into(model.net, net_state(saved), path)
         model.net.eval()
         return model
 
@@ -316,6 +331,7 @@ class NeuralModel(Model):
         path = Path(run_dir) / "model" / MODEL_FILE if Path(run_dir).is_dir() else Path(run_dir)
         if not path.is_file():
             raise UserError(f"--init-from {run_dir}: no {MODEL_FILE} (or initial-weights file) found")
-        _, unexpected = self.net.load_state_dict(net_state(ckpt.load(path)), strict=False)
+        saved = ckpt.require(ckpt.load(path), ("encoder_state_dict", "classifier_state_dict"), path)
+        _, unexpected = ckpt.load_into(self.net, net_state(saved), path, strict=False)
         if unexpected:
             raise UserError(f"--init-from {run_dir}: weights do not fit this model ({unexpected[:3]} ...)")

@@ -15,7 +15,6 @@ import resource
 import subprocess
 import sys
 import time
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from xmlbench.errors import UserError
-from xmlbench.io import atomic_path, naming, read_json_object, write_json
+from xmlbench.io import atomic_path, naming, read_json_object, read_npz, write_json
 from xmlbench.paths import CHECKOUT_ROOT
 
 RECORD = "record.json"
@@ -211,13 +210,8 @@ def write_predictions(run_dir: Path, ids: np.ndarray, scores: np.ndarray) -> Non
 def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The saved test top-k; a missing, truncated or reshaped file is one line naming it."""
     path = Path(run_dir) / PREDICTIONS
-    if not path.is_file():
-        raise UserError(f"{path}: not found (the run folder has no saved predictions)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            ids, scores = z["ids"], z["scores"]
-    except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise UserError(f"{path}: damaged or truncated ({type(e).__name__}); rerun the run or restore it") from None
+    arrays = read_npz(path, ("ids", "scores"))
+    ids, scores = arrays["ids"], arrays["scores"]
     if ids.ndim != 2 or ids.shape != scores.shape or not np.issubdtype(ids.dtype, np.integer):
         raise UserError(f"{path}: damaged: ids {ids.shape} {ids.dtype} and scores {scores.shape} do not match")
     return ids, scores

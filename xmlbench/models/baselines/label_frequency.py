@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from xmlbench.config import from_dict, to_dict
+from xmlbench.config import to_dict
 from xmlbench.data.dataset import Dataset, Split
-from xmlbench.io import read_json, write_json
-from xmlbench.models.base import FitContext, Model
+from xmlbench.errors import UserError
+from xmlbench.io import read_npz, write_json
+from xmlbench.models.base import FitContext, Model, read_model_meta
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,13 @@ class LabelFrequency(Model):
 
     @classmethod
     def load(cls, folder: Path, dataset: Dataset) -> LabelFrequency:
-        meta = read_json(folder / "model.json")
-        model = cls(from_dict(LabelFrequencyConfig, meta["config"]), dataset)
-        with np.load(folder / "frequency.npz", allow_pickle=False) as z:
-            model.frequency = z["frequency"]
+        _, config = read_model_meta(folder, cls.name, LabelFrequencyConfig)
+        model = cls(config, dataset)
+        frequency = read_npz(folder / "frequency.npz", ("frequency",))["frequency"]
+        if frequency.shape != (model.n_labels,):
+            raise UserError(f"{folder / 'frequency.npz'}: {frequency.shape[0] if frequency.ndim else 0} labels "
+                            f"but this dataset has {model.n_labels}")
+        model.frequency = frequency
         return model
 
 

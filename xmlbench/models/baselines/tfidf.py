@@ -16,12 +16,12 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from xmlbench.config import Count, NonNegative, NonNegativeFloat, Positive, Range, from_dict, to_dict
+from xmlbench.config import Count, NonNegative, NonNegativeFloat, Positive, Range, to_dict
 from xmlbench.data.dataset import Dataset, Split
 from xmlbench.data.features import TfidfState, fit_tfidf, load_tfidf, save_tfidf, transform_tfidf
 from xmlbench.errors import UserError
-from xmlbench.io import atomic_path, read_json, write_json
-from xmlbench.models.base import FitContext, Model
+from xmlbench.io import atomic_path, read_npz, write_json
+from xmlbench.models.base import FitContext, Model, read_model_meta
 
 
 @dataclass(frozen=True)
@@ -85,12 +85,21 @@ class TfidfOvr(Model):
 
     @classmethod
     def load(cls, folder: Path, dataset: Dataset) -> TfidfOvr:
-        meta = read_json(folder / "model.json")
-        model = cls(from_dict(TfidfOvrConfig, meta["config"]), dataset)
+        _, config = read_model_meta(folder, cls.name, TfidfOvrConfig)
+        model = cls(config, dataset)
         model.tfidf = load_tfidf(folder / "tfidf")
-        with np.load(folder / "weights.npz", allow_pickle=False) as z:
+        path = folder / "weights.npz"
+        z = read_npz(path, ("data", "indices", "indptr", "shape", "bias", "label_ids"))
+        try:
             model.weights = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-            model.bias, model.label_ids = z["bias"], z["label_ids"]
+        except (ValueError, TypeError) as e:
+            raise UserError(f"{path}: damaged weights ({e})") from None
+        model.bias, model.label_ids = z["bias"], z["label_ids"]
+        rows = model.weights.shape[0]
+        if len(model.bias) != rows or len(model.label_ids) != rows or \
+                (rows and (model.label_ids.min() < 0 or model.label_ids.max() >= model.n_labels)):
+            raise UserError(f"{path}: its weights, biases and label ids disagree, or name labels this dataset "
+                            f"({model.n_labels} labels) does not have")
         return model
 
     def n_parameters(self) -> int:

@@ -28,12 +28,12 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from xmlbench.config import Count, NonNegativeFloat, Positive, Range, from_dict, to_dict
+from xmlbench.config import Count, NonNegativeFloat, Positive, Range, to_dict
 from xmlbench.data.dataset import Dataset, Split
 from xmlbench.data.features import TfidfState, fit_tfidf, load_tfidf, save_tfidf, transform_tfidf
 from xmlbench.errors import UserError
-from xmlbench.io import read_json, write_json
-from xmlbench.models.base import FitContext, Model
+from xmlbench.io import write_json
+from xmlbench.models.base import FitContext, Model, read_model_meta
 
 MODE_DEFAULTS = {
     # mode: (cluster_k, balanced clustering, max_depth), as in Omikuji's README for each method
@@ -121,11 +121,19 @@ class Tree(Model):
     def load(cls, folder: Path, dataset: Dataset) -> Tree:
         import omikuji
 
-        meta = read_json(folder / "model.json")
-        model = cls(from_dict(TreeConfig, meta["config"]), dataset)
+        _, config = read_model_meta(folder, cls.name, TreeConfig)
+        model = cls(config, dataset)
         model.tfidf = load_tfidf(folder / "tfidf")
-        with quiet_native_output(lambda line: None, echo=False):  # silence omikuji's per-tree loading log
-            model.forest = omikuji.Model.load(str(folder / "omikuji"))
+        forest = folder / "omikuji"
+        if not (forest / "settings.json").is_file():
+            raise UserError(f"{forest}: no saved omikuji model here (settings.json is missing)")
+        try:
+            with quiet_native_output(lambda line: None, echo=False):  # silence omikuji's per-tree loading log
+                model.forest = omikuji.Model.load(str(forest))
+        except BaseException as e:  # noqa: BLE001 - a Rust panic is a BaseException (pyo3's PanicException)
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise UserError(f"{forest}: omikuji cannot load this model (damaged or truncated?)") from None
         model.forest.init_prediction_thread_pool(model.config.n_threads)
         return model
 

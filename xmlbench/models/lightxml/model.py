@@ -260,9 +260,14 @@ class LightXML(NeuralModel):
             h["cluster_labels"] = torch.as_tensor(self.clusters[1])
         return h
 
-    def load_hierarchy(self, hierarchy: dict[str, Any]) -> None:
+    def load_hierarchy(self, hierarchy: dict[str, Any], path) -> None:
+        super().load_hierarchy(hierarchy, path)
         if "cluster_labels" in hierarchy:
-            self._set_clusters(hierarchy["label_to_cluster"].numpy(), hierarchy["cluster_labels"].numpy())
+            l2c, labels = hierarchy.get("label_to_cluster"), hierarchy["cluster_labels"]
+            if not (isinstance(l2c, torch.Tensor) and isinstance(labels, torch.Tensor)
+                    and l2c.shape == (self.n_labels,) and labels.ndim == 2):
+                raise UserError(f"{path}: damaged checkpoint (its label clusters do not fit {self.n_labels} labels)")
+            self._set_clusters(l2c.numpy(), labels.numpy())
 
     def loss(self, net: nn.Module, batch: Batch) -> torch.Tensor:
         return net(batch.input_ids, batch.attention_mask, batch.positives)

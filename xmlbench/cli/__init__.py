@@ -50,20 +50,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(message: str, code: int, prefix: str = "error: ") -> int:
-    """One line on stderr, never glued to the end of a progress bar that was still drawn."""
-    _close_progress_bars()
-    print(f"xmlbench: {prefix}{message}", file=sys.stderr, flush=True)
+    """One line on stderr, never glued to the end of a progress bar: open bars are closed (on a terminal
+    that clears them); in a log file a closed bar still leaves its text without a newline, so the
+    message starts on a fresh line there whenever a bar may have been drawn."""
+    drawn = _close_progress_bars()
+    fresh_line = "\n" if drawn and not sys.stderr.isatty() else ""
+    print(f"{fresh_line}xmlbench: {prefix}{message}", file=sys.stderr, flush=True)
     return code
 
 
-def _close_progress_bars() -> None:
+def _close_progress_bars() -> bool:
+    """Close every open tqdm bar; returns whether bars may have been drawn in this process."""
     tqdm = sys.modules.get("tqdm")
+    if tqdm is None:
+        return False
     for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
         try:
             bar.close()
         except Exception:  # noqa: BLE001 - a bar that cannot close must not hide the error itself
             pass
     sys.stderr.flush()
+    return True
 
 
 def os_error_line(e: OSError) -> str:

@@ -41,6 +41,7 @@ class TrainState:
     best_epoch: int = -1
     done: bool = False
     train_seconds: float = 0.0  # wall time spent training up to the last checkpoint, over every resume
+    history_bytes: int = -1  # length of history.jsonl at this checkpoint (-1: unknown, older checkpoints)
 
 
 @dataclass
@@ -110,11 +111,13 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
     if session.resume and (run_dir / CHECKPOINT).is_file():
         state = _restore(run_dir / CHECKPOINT, net, optimizer, swa, precision)
         log(f"resumed at epoch {state.epoch}, batch {state.batch}, step {state.step}")
+    else:
+        state.history_bytes = 0  # a fresh start: no earlier history belongs to this run
 
     # A resumed run reports its whole training time: the earlier sessions up to their last checkpoint
     # (a killed session's time after it is dropped; that work is redone here) plus this one.
     clock = _TrainClock(state.train_seconds)
-    history = open(run_dir / HISTORY, "a", encoding="utf-8") if dist.is_main() else open(os.devnull, "w")
+    history = _open_history(run_dir / HISTORY, state.history_bytes)
     stop = state.done
     while not stop and state.epoch < cfg.epochs:
         if state.epoch >= cfg.swa_warmup >= 0 and not swa.active:
@@ -143,7 +146,7 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
                 net.train()
             stop = bool(cfg.max_steps) and state.step >= cfg.max_steps
             if stop or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
-                state.train_seconds = clock.total()
+                state.train_seconds, state.history_bytes = clock.total(), _flushed_size(history)
                 _checkpoint(run_dir, net, optimizer, swa, precision, state, model)
             if stop:
                 break
@@ -152,10 +155,26 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
             state.epoch, state.batch = state.epoch + 1, 0
         _select(model, net, swa, state, run_dir, cfg, history, log)
         state.done = stop or state.epoch >= cfg.epochs
-        state.train_seconds = clock.total()
+        state.train_seconds, state.history_bytes = clock.total(), _flushed_size(history)
         _checkpoint(run_dir, net, optimizer, swa, precision, state, model)
     history.close()
     return {**_finish(model, net, swa, state, run_dir), "optimizer_state": optimizer.state_dict()}
+
+
+def _open_history(path: Path, keep_bytes: int):
+    """history.jsonl cut back to what it held at the checkpoint we start from: the lines a killed
+    session wrote after that checkpoint are written again by this one, so every step appears exactly once
+    (and a fresh start drops a previous run's lines). Only rank 0 writes it."""
+    if not dist.is_main():
+        return open(os.devnull, "w")
+    if keep_bytes >= 0 and path.exists() and path.stat().st_size > keep_bytes:
+        os.truncate(path, keep_bytes)
+    return open(path, "a", encoding="utf-8")
+
+
+def _flushed_size(history) -> int:
+    history.flush()
+    return os.fstat(history.fileno()).st_size
 
 
 class _TrainClock:

@@ -8,6 +8,15 @@ here by one function for both fit and transform, so a reloaded state reproduces 
 A state is saved without pickle: the vocabulary as a JSON list (term of each column), idf as ``.npz``, the
 options as JSON. On bag-of-words datasets the shipped features are used as they are (the Extreme
 Classification Repository ships them already TF-IDF weighted), only L2-normalised.
+
+**Documents without features.** A document can have no feature at all: an empty text, a text empty
+after preprocessing, or (often, on short titles) one whose every word falls outside the vocabulary.
+Every model treats it the same way: it stays in every split, is trained on and is predicted and scored
+like any other document, represented by an explicit EMPTY input. For the TF-IDF models (tfidf-ovr,
+tree, LightXML's label clustering) that is one extra column, ``EMPTY_TERM``, set to 1 in exactly the rows
+that have no other feature (``empty_feature=True``), so the model learns which labels empty documents
+carry and Omikuji never sees a feature-less line (it refuses to load one). For the encoders it is the
+tokenizer's output for an empty text, [CLS] [SEP]; label-frequency ignores the text anyway.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from xmlbench.io import atomic_path, read_json, read_json_object, read_npz, writ
 STATE_JSON = "tfidf.json"
 VOCAB_JSON = "tfidf_vocab.json"
 IDF_NPZ = "tfidf_idf.npz"
+EMPTY_TERM = "<empty>"  # the name of the EMPTY column (never a term: the tokenizer splits on non-word chars)
 
 
 @dataclass
@@ -41,6 +51,12 @@ class TfidfState:
     lowercase: bool = True
     vocabulary: list[str] = field(default_factory=list)
     idf: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    empty_feature: bool = False  # rows without features get the extra EMPTY column (see the module doc)
+
+    @property
+    def width(self) -> int:
+        """Columns of the rows ``transform_tfidf`` returns: the features, then EMPTY if enabled."""
+        return self.n_features + int(self.empty_feature)
 
 
 def fit_tfidf(
@@ -50,6 +66,7 @@ def fit_tfidf(
     min_df: int = 2,
     sublinear_tf: bool = True,
     lowercase: bool = True,
+    empty_feature: bool = False,
 ) -> tuple[TfidfState, sp.csr_matrix]:
     """Fit the vocabulary and idf on ``split`` and return (state, its float32 L2-normalised CSR matrix).
 
@@ -58,7 +75,8 @@ def fit_tfidf(
     """
     if split.texts is None:
         X = _l2_normalise(split.feature_rows().astype(np.float32))
-        return TfidfState(kind="bow", n_features=X.shape[1]), X
+        state = TfidfState(kind="bow", n_features=X.shape[1], empty_feature=empty_feature)
+        return state, _mark_empty_rows(X, state)
     if min(max_features, ngram_max, min_df) < 1:
         raise UserError(f"max_features, ngram_max and min_df must be >= 1 (got {max_features}, {ngram_max}, "
                         f"{min_df})")
@@ -77,9 +95,9 @@ def fit_tfidf(
     idf = _smooth_idf(counts)
     state = TfidfState(
         kind="text", n_features=len(vocabulary), ngram_max=ngram_max, sublinear_tf=sublinear_tf,
-        lowercase=lowercase, vocabulary=vocabulary, idf=idf,
+        lowercase=lowercase, vocabulary=vocabulary, idf=idf, empty_feature=empty_feature,
     )
-    return state, _weight(counts, state)
+    return state, _mark_empty_rows(_weight(counts, state), state)
 
 
 def transform_tfidf(state: TfidfState, split: Split) -> sp.csr_matrix:
@@ -89,7 +107,7 @@ def transform_tfidf(state: TfidfState, split: Split) -> sp.csr_matrix:
         if X.shape[1] != state.n_features:
             raise UserError(f"the {split.name} split has {X.shape[1]} features; the model was fitted on "
                             f"{state.n_features}")
-        return _l2_normalise(X)
+        return _mark_empty_rows(_l2_normalise(X), state)
     if split.texts is None:
         raise UserError(f"the {split.name} split has no texts but the TF-IDF state was fitted on texts")
     from sklearn.feature_extraction.text import CountVectorizer
@@ -98,7 +116,17 @@ def transform_tfidf(state: TfidfState, split: Split) -> sp.csr_matrix:
         ngram_range=(1, state.ngram_max), lowercase=state.lowercase, dtype=np.float32,
         vocabulary={term: j for j, term in enumerate(state.vocabulary)},
     )
-    return _weight(counter.transform(split.iter_texts()).tocsr(), state)
+    return _mark_empty_rows(_weight(counter.transform(split.iter_texts()).tocsr(), state), state)
+
+
+def _mark_empty_rows(X: sp.csr_matrix, state: TfidfState) -> sp.csr_matrix:
+    """With ``state.empty_feature``: one more column, 1.0 in the rows that have no feature at all."""
+    if not state.empty_feature:
+        return X
+    empty = np.flatnonzero(np.diff(X.indptr) == 0)
+    marker = sp.csr_matrix((np.ones(len(empty), np.float32), (empty, np.zeros(len(empty), np.int64))),
+                           shape=(X.shape[0], 1))
+    return sp.hstack([X, marker], format="csr", dtype=np.float32)
 
 
 def save_tfidf(state: TfidfState, folder: Path) -> None:
@@ -107,7 +135,7 @@ def save_tfidf(state: TfidfState, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / STATE_JSON, {
         "kind": state.kind, "n_features": state.n_features, "ngram_max": state.ngram_max,
-        "sublinear_tf": state.sublinear_tf, "lowercase": state.lowercase,
+        "sublinear_tf": state.sublinear_tf, "lowercase": state.lowercase, "empty_feature": state.empty_feature,
     })
     if state.kind == "text":
         write_json(folder / VOCAB_JSON, state.vocabulary)

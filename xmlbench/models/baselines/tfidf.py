@@ -55,8 +55,9 @@ class TfidfOvr(Model):
     def fit(self, ctx: FitContext) -> dict[str, Any]:
         cfg = self.config
         ctx.log(f"tfidf-ovr: TF-IDF on {len(ctx.train)} training documents")
+        # empty_feature: documents without features are trained on like any other (features.py)
         self.tfidf, X = fit_tfidf(ctx.train, max_features=cfg.max_features, ngram_max=cfg.ngram_max,
-                                  min_df=cfg.min_df, sublinear_tf=cfg.sublinear_tf)
+                                  min_df=cfg.min_df, sublinear_tf=cfg.sublinear_tf, empty_feature=True)
         Y = ctx.train.labels.tocsc()
         counts = np.diff(Y.indptr)
         self.label_ids = np.flatnonzero(counts > 0).astype(np.int32)

@@ -81,8 +81,9 @@ class Tree(Model):
 
         cfg = self.config
         ctx.log(f"tree: TF-IDF on {len(ctx.train)} training documents")
+        # empty_feature: documents without features are trained on like any other (features.py)
         self.tfidf, X = fit_tfidf(ctx.train, max_features=cfg.max_features, ngram_max=cfg.ngram_max,
-                                  min_df=cfg.min_df, sublinear_tf=cfg.sublinear_tf)
+                                  min_df=cfg.min_df, sublinear_tf=cfg.sublinear_tf, empty_feature=True)
         data_path = ctx.run_dir / "omikuji_train.txt"
         ctx.log(f"tree: writing {X.shape[0]} x {X.shape[1]} rows ({X.nnz:,} non-zeros) for omikuji")
         write_xc_repo_file(data_path, X, ctx.train.labels, self.n_labels)

@@ -311,7 +311,7 @@ def cluster_labels_for(ctx: FitContext, cfg: LightXMLConfig) -> tuple[np.ndarray
 
     def compute() -> list[np.ndarray]:
         ctx.log(f"clustering {ctx.dataset.n_labels:,} labels (leaf size {cfg.leaf_size}, seed {cfg.cluster_seed})")
-        _, X = fit_tfidf(ctx.train, max_features=cfg.tfidf_features)
+        _, X = fit_tfidf(ctx.train, max_features=cfg.tfidf_features, empty_feature=True)  # see features.py
         feats = label_features(X, ctx.train.labels)
         return balanced_clusters(feats, leaf_size=cfg.leaf_size, seed=cfg.cluster_seed, progress=ctx.progress)
 

@@ -124,7 +124,10 @@ def cmd_baselines(args) -> int:
     template = options_from_args(args)
     root = Path(args.root) if args.root else Path("runs") / Path(args.dataset).name / "baselines"
     runs, skipped = run_baselines(template, root)
+    if not runs:
+        raise UserError(f"no baseline finished on {args.dataset}: " + "; ".join(skipped))
     print(render(build_table(runs, reference=True), "md"))
     for s in skipped:
         print(f"skipped: {s}")
+    print(f"{len(runs)} of {len(runs) + len(skipped)} baselines finished; run folders in {root}")
     return 0

@@ -126,14 +126,31 @@ def _from_pretrained(load: Callable[..., Any], location: str, spec: EncoderSpec)
     about half a minute, logging each attempt.
     """
     from_hub = not Path(location).is_dir()
+    if not from_hub:
+        _check_encoder_folder(Path(location), spec)
     local_only = from_hub and (_offline_requested() or not _hub_reachable())
     try:
         return load(location, local_files_only=True) if local_only else load(location)
     except (OSError, ValueError) as e:
         if local_only:
             raise UserError(_cannot_download_message(spec, location)) from e
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"encoder {spec.name!r} ({location}) cannot be loaded: {reason}") from e
+        raise UserError(f"encoder {spec.name!r} ({location}) cannot be loaded: {one_line(e)}") from e
+
+
+def _check_encoder_folder(folder: Path, spec: EncoderSpec) -> None:
+    """A local encoder folder holds what ``save_pretrained`` writes; say what is missing, in full."""
+    if not (folder / "config.json").is_file():
+        found = ", ".join(sorted(p.name for p in folder.iterdir())[:5]) or "nothing"
+        raise UserError(f"encoder {spec.name!r}: {folder} holds no model config.json (found: {found}); an "
+                        "encoder folder holds config.json, the weights and the tokenizer files that "
+                        "save_pretrained writes")
+
+
+def one_line(e: BaseException, limit: int = 400) -> str:
+    """An exception's whole message on one line (transformers' messages span several, and the first
+    alone is often cut mid-sentence)."""
+    text = " ".join(part.strip() for part in str(e).splitlines() if part.strip()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _cannot_download_message(spec: EncoderSpec, location: str) -> str:

@@ -20,7 +20,6 @@ from xmlbench.config import (
     Dropout,
     NonNegative,
     NonNegativeFloat,
-    Positive,
     Range,
     Rule,
     from_dict,
@@ -72,7 +71,7 @@ class NeuralConfig:
     epochs: Count = 25
     batch_size: Count = 16
     accumulate: Count = 1
-    lr: Positive = 1e-4
+    lr: NonNegativeFloat = 1e-4  # 0 freezes the weights (the ablation test uses it to see initial weights)
     weight_decay: NonNegativeFloat = 0.01
     swa_warmup: Annotated[int, Range(-1)] = 10  # epoch from which SWA folds weights in; -1 turns SWA off
     swa_step: Count = 200  # optimiser steps between folds
@@ -129,6 +128,7 @@ class NeuralModel(Model):
             for module in self.encoder.model.modules():
                 if isinstance(module, nn.Dropout):
                     module.p = config.encoder_dropout
+        self.check_memory(dataset)
         self.net = self.build_net(dataset)
         self._caches: dict[str, Any] = {}
         self._optimizer_state: dict[str, Any] = {}  # the final optimiser state, once fit has run
@@ -140,6 +140,23 @@ class NeuralModel(Model):
         if limit is not None and self.config.max_len > limit:
             raise UserError(f"config key 'max_len' is {self.config.max_len} but encoder {self.encoder.name!r} "
                             f"reads at most {limit} tokens")
+
+    def check_memory(self, dataset: Dataset) -> None:
+        """Refuse a model too large for this machine before allocating it (hidden=65536 on 670k labels
+        would be 175 GB, found by the OOM killer): the net is first built on the meta device, which counts
+        its parameters without allocating them. Training holds each parameter about five times (weights,
+        gradients, two AdamW moments, the SWA mean), four bytes each."""
+        from xmlbench.runtime import available_memory_bytes
+
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):  # the RNG stream stays untouched
+            probe = self.build_net(dataset)
+        new = sum(p.numel() for p in probe.parameters() if p.is_meta)
+        total = sum(p.numel() for p in probe.parameters())
+        need, have = 4 * (new + 4 * total), available_memory_bytes()
+        if need > have:
+            raise UserError(f"{self.name} would have {total:,} parameters, about {need / 2**30:,.1f} GiB to train; "
+                            f"this machine has {have / 2**30:,.1f} GiB available (lower hidden, or use "
+                            "a smaller encoder)")
 
     # -- to implement -------------------------------------------------------------------------------
     def build_net(self, dataset: Dataset) -> nn.Module:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmlbench.config import Count, Dropout, Positive, Range
+from xmlbench.config import Count, Dropout, NonNegativeFloat, Range
 from xmlbench.data.dataset import Dataset
 from xmlbench.encoders import cls_embedding, mean_token_embedding
 from xmlbench.engine import loop
@@ -41,8 +41,8 @@ class LinearHeadConfig(NeuralConfig):
     max_len: Annotated[int, Range(2)] = 256
     epochs: Count = 5
     batch_size: Count = 16
-    encoder_lr: Positive = 5e-5
-    classifier_lr: Positive = 1e-3
+    encoder_lr: NonNegativeFloat = 5e-5  # 0 freezes the encoder: a linear probe
+    classifier_lr: NonNegativeFloat = 1e-3
     dropout: Dropout = 0.1
     swa_warmup: Annotated[int, Range(-1)] = -1  # no weight averaging in the seeds
     pooling: Literal["cls", "mean"] = "cls"  # first-token vector of the last layer, or mean over tokens

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmlbench.config import Count, Range, Seed
+from xmlbench.config import Count, Range, Rule, Seed
 from xmlbench.data.dataset import Dataset
 from xmlbench.encoders import layer_stack
 from xmlbench.engine.batches import Batch
@@ -49,7 +49,7 @@ class LightXMLOptions(NeuralConfig):
     leaf_size: Annotated[int, Range(2)] = 100  # maximum labels per cluster (one label per leaf: no tree)
     cluster_seed: Seed = 0  # the three seeds of the original's large-dataset ensemble: 0, 1, 2
     tfidf_features: Count = 100_000  # vocabulary of the TF-IDF label features used for clustering
-    variants: tuple[str, ...] = ()
+    variants: Annotated[tuple[str, ...], Rule(V.unknown_variants)] = ()
 
 
 # The variant sections come from the registry, so a new variant file needs no edit here.

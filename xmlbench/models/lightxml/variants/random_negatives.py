@@ -36,8 +36,9 @@ from xmlbench.models.lightxml.variants.base import Variant, VariantContext, Vari
 
 @dataclass(frozen=True)
 class RandomNegativesConfig:
-    # random negative labels added per document during training (each a row of the candidate tensor)
-    count: Annotated[int, Range(0, 100_000)] = 32
+    # random negative labels added per document during training; each adds batch x hidden floats to the
+    # candidate embeddings, so beyond 10,000 a step's memory grows past any real use
+    count: Annotated[int, Range(0, 10_000)] = 32
 
 OVERSAMPLE = 1.5  # draws per needed label, on top of the expected rejection rate
 MIN_EXTRA_DRAWS = 16  # slack so small R still rarely falls short

@@ -115,8 +115,8 @@ def claim_file(path: str | os.PathLike, kind: str, force: bool = False) -> None:
     if files.get(path.name) == kind:
         return
     if path.exists() and not force:
-        raise UserError(f"{path} exists and xmlbench did not write it as a {kind}; choose another file, "
-                        "or pass --force to replace it")
+        raise UserError(f"{path} exists and xmlbench did not write it (as this {kind} output); choose "
+                        "another file, or pass --force to replace it")
     files[path.name] = kind
     base = marker or _marker("files", "", {})
     with naming(folder):

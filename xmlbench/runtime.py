@@ -33,6 +33,15 @@ def available_memory_bytes() -> int:
         return 1 << 62  # unknown: do not refuse
 
 
+def human_bytes(n: float) -> str:
+    """``3.5 GiB``, ``120 MiB``: sizes in messages."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:,.1f} TiB"
+
+
 def match_numba_threads_to_omp() -> None:
     """Give numba the thread count the user (or torchrun, which sets 1) gave OpenMP.
 

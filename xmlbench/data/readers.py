@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from xmlbench.errors import UserError
-from xmlbench.runtime import available_memory_bytes
+from xmlbench.runtime import available_memory_bytes, human_bytes
 
 CHUNK = 1 << 25  # 32 MiB: big enough for throughput, small enough to bound memory
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, written by some Windows editors
@@ -254,8 +254,8 @@ def check_declared_sizes(path: Path, n_labels: int, n_features: int) -> None:
     if need > have:
         raise UserError(
             f"{path}:1: the header declares {n_labels:,} labels and {n_features:,} features, which need about "
-            f"{need / 2**30:,.1f} GiB of per-label and per-feature arrays; this machine has "
-            f"{have / 2**30:,.1f} GiB available (is the header wrong?)"
+            f"{human_bytes(need)} of per-label and per-feature arrays; this machine has {human_bytes(have)} "
+            "available (is the header wrong?)"
         )
 
 

@@ -146,7 +146,7 @@ class NeuralModel(Model):
         would be 175 GB, found by the OOM killer): the net is first built on the meta device, which counts
         its parameters without allocating them. Training holds each parameter about five times (weights,
         gradients, two AdamW moments, the SWA mean), four bytes each."""
-        from xmlbench.runtime import available_memory_bytes
+        from xmlbench.runtime import available_memory_bytes, human_bytes
 
         with torch.random.fork_rng(devices=[]), torch.device("meta"):  # the RNG stream stays untouched
             probe = self.build_net(dataset)
@@ -154,9 +154,9 @@ class NeuralModel(Model):
         total = sum(p.numel() for p in probe.parameters())
         need, have = 4 * (new + 4 * total), available_memory_bytes()
         if need > have:
-            raise UserError(f"{self.name} would have {total:,} parameters, about {need / 2**30:,.1f} GiB to train; "
-                            f"this machine has {have / 2**30:,.1f} GiB available (lower hidden, or use "
-                            "a smaller encoder)")
+            raise UserError(f"{self.name} would have {total:,} parameters, about {human_bytes(need)} to train; "
+                            f"this machine has {human_bytes(have)} available (lower hidden, or use a smaller "
+                            "encoder)")
 
     # -- to implement -------------------------------------------------------------------------------
     def build_net(self, dataset: Dataset) -> nn.Module:

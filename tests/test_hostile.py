@@ -700,6 +700,28 @@ def test_a_full_disk_during_a_run_names_the_file(world, tmp_path):
     assert not [p for p in (tmp_path / "run").rglob("*") if p.name.endswith(".tmp")]
 
 
+def test_a_failed_data_synth_leaves_the_previous_dataset_as_it_was(tmp_path, monkeypatch):
+    import errno
+
+    from xmlbench.data import synth
+    from xmlbench.outputs import MARKER
+
+    out = tmp_path / "d"
+    synth.write_synthetic("tiny", out, seed=0, progress=False)
+    before = {p: h for p, h in snapshot(out).items() if not p.endswith(MARKER)}
+    real = synth._write_split
+
+    def disk_full_at_test(folder, split, *args, **kwargs):  # the train split is written, then the disk fills
+        if split == "test":
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder / "test_texts.txt"))
+        return real(folder, split, *args, **kwargs)
+
+    monkeypatch.setattr(synth, "_write_split", disk_full_at_test)
+    with pytest.raises(OSError, match="No space left"):
+        synth.write_synthetic("tiny", out, seed=1, progress=False, force=True)
+    assert {p: h for p, h in snapshot(out).items() if not p.endswith(MARKER)} == before  # no seed-1 file mixed in
+
+
 def test_a_failed_torch_save_is_an_os_error_naming_the_checkpoint(tmp_path, monkeypatch):
     import torch
 

@@ -27,8 +27,23 @@ from tests.conftest import write_text_dataset
 from xmlbench.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-NEURAL = ["--model", "lightxml", "--preset", "smoke", "--no-progress", "--set", "max_len=16", "--set", "epochs=1",
-          "--set", "max_steps=1", "--set", "eval_batch_size=128", "--set", "checkpoint_every=0"]
+NEURAL = [
+    "--model",
+    "lightxml",
+    "--preset",
+    "smoke",
+    "--no-progress",
+    "--set",
+    "max_len=16",
+    "--set",
+    "epochs=1",
+    "--set",
+    "max_steps=1",
+    "--set",
+    "eval_batch_size=128",
+    "--set",
+    "checkpoint_every=0",
+]
 
 
 # ------------------------------------------------------------------------------------------ harness
@@ -86,9 +101,25 @@ def world(tmp_path_factory, tiny_dataset, request) -> World:
     root = tmp_path_factory.mktemp("world")
     short = _short_titles(root / "short")
     for seed in (0, 1):
-        assert main(["train", str(tiny_dataset), "--model", "label-frequency", "--no-progress", "--seed", str(seed),
-                     "--out", str(root / f"lf{seed}")]) == 0
-    return World(root=root, tiny=tiny_dataset, short=short, lf=root / "lf0", lf1=root / "lf1", request=request)
+        assert (
+            main(
+                [
+                    "train",
+                    str(tiny_dataset),
+                    "--model",
+                    "label-frequency",
+                    "--no-progress",
+                    "--seed",
+                    str(seed),
+                    "--out",
+                    str(root / f"lf{seed}"),
+                ]
+            )
+            == 0
+        )
+    return World(
+        root=root, tiny=tiny_dataset, short=short, lf=root / "lf0", lf1=root / "lf1", request=request
+    )
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +151,17 @@ def _train(*extra: str, model: str = "lightxml"):
 
     def make(words: list[str]):
         def build(w: World, tmp: Path, mp):
-            return ["train", str(w.tiny), "--model", model, "--no-progress", "--out", str(tmp / "run"),
-                    *extra], words
+            return [
+                "train",
+                str(w.tiny),
+                "--model",
+                model,
+                "--no-progress",
+                "--out",
+                str(tmp / "run"),
+                *extra,
+            ], words
+
         return build
 
     return make
@@ -140,8 +180,17 @@ def _write(path: Path, data: bytes | str) -> Path:
 def _config_case(name: str, filename: str, content: bytes | str, *words: str) -> Case:
     def build(w: World, tmp: Path, mp):
         path = _write(tmp / filename, content)
-        return ["train", str(w.tiny), "--model", "lightxml", "--config", str(path), "--out", str(tmp / "r")], \
-            [path.name, *words]
+        return [
+            "train",
+            str(w.tiny),
+            "--model",
+            "lightxml",
+            "--config",
+            str(path),
+            "--out",
+            str(tmp / "r"),
+        ], [path.name, *words]
+
     return Case(name, build)
 
 
@@ -150,15 +199,29 @@ def _dataset_case(name: str, setup: Callable[[Path], list[str]], *extra: str, co
 
     def build(w: World, tmp: Path, mp):
         words = setup(tmp / "data")
-        return ["train", str(tmp / "data"), "--model", "label-frequency", "--no-progress",
-                "--out", str(tmp / "r"), *extra], words
+        return [
+            "train",
+            str(tmp / "data"),
+            "--model",
+            "label-frequency",
+            "--no-progress",
+            "--out",
+            str(tmp / "r"),
+            *extra,
+        ], words
+
     return Case(name, build, code)
 
 
-def _text(folder: Path, train="a b\nc d\ne f\ng h\n", train_labels="x\ny\nx\ny\n", test="a c\n",
-          test_labels="x\n") -> Path:
-    for name, content in (("train_texts.txt", train), ("train_labels.txt", train_labels),
-                          ("test_texts.txt", test), ("test_labels.txt", test_labels)):
+def _text(
+    folder: Path, train="a b\nc d\ne f\ng h\n", train_labels="x\ny\nx\ny\n", test="a c\n", test_labels="x\n"
+) -> Path:
+    for name, content in (
+        ("train_texts.txt", train),
+        ("train_labels.txt", train_labels),
+        ("test_texts.txt", test),
+        ("test_labels.txt", test_labels),
+    ):
         if content is not None:
             _write(folder / name, content)
     return folder
@@ -241,7 +304,9 @@ CONFIG_BOUNDS = [
     Case("valid-size-nan", _train("--valid-size", "nan")(["--valid-size", "finite"])),
     Case("valid-size-negative", _train("--valid-size", "-0.5")(["--valid-size"])),
     Case("valid-size-fractional-count", _train("--valid-size", "1.5")(["--valid-size"])),
-    Case("valid-size-all-of-train", _train("--valid-size", "100000", model="label-frequency")(["--valid-size"])),
+    Case(
+        "valid-size-all-of-train", _train("--valid-size", "100000", model="label-frequency")(["--valid-size"])
+    ),
     Case("preset-unknown", _train("--preset", "huge")(["huge"])),
     Case("resume-and-force", _train("--resume", "--force")(["--resume", "--force"])),
     Case("init-from-missing", _train("--init-from", "/nonexistent/init.pt")(["--init-from"])),
@@ -252,8 +317,10 @@ CONFIG_BOUNDS = [
 
 def _empty_encoder(w, tmp, mp):
     (tmp / "enc").mkdir()
-    return ["train", str(w.tiny), *NEURAL, "--encoder", str(tmp / "enc"), "--out", str(tmp / "r")], \
-        [str(tmp / "enc"), "config.json"]
+    return ["train", str(w.tiny), *NEURAL, "--encoder", str(tmp / "enc"), "--out", str(tmp / "r")], [
+        str(tmp / "enc"),
+        "config.json",
+    ]
 
 
 def _too_big(w, tmp, mp):
@@ -287,8 +354,13 @@ CONFIG_FILES = [
     _config_case("config-invalid-json", "broken.json", '{"epochs": 3', "cannot parse"),
     _config_case("config-invalid-toml", "broken.toml", "epochs = = 3", "cannot parse"),
     _config_case("config-toml-wrong-type", "types.toml", 'epochs = "three"', "epochs"),
-    Case("config-missing", lambda w, tmp, mp: (["train", str(w.tiny), "--config", str(tmp / "none.json")],
-                                               ["none.json", "not found"])),
+    Case(
+        "config-missing",
+        lambda w, tmp, mp: (
+            ["train", str(w.tiny), "--config", str(tmp / "none.json")],
+            ["none.json", "not found"],
+        ),
+    ),
     Case("config-is-a-folder", lambda w, tmp, mp: (["train", str(w.tiny), "--config", str(tmp)], [str(tmp)])),
 ]
 
@@ -376,13 +448,24 @@ DATA = [
 def _incomplete_registered(tmp: Path, mp) -> tuple[list[str], list[str]]:
     mp.setenv("XMLBENCH_DATASETS", str(tmp))
     _write(tmp / "eurlex4k" / "train_texts.txt", "a\n")  # a download unpacked halfway
-    return ["train", "eurlex4k", "--model", "label-frequency", "--out", str(tmp / "r")], \
-        ["eurlex4k", "incomplete", "test_labels.txt"]
+    return ["train", "eurlex4k", "--model", "label-frequency", "--out", str(tmp / "r")], [
+        "eurlex4k",
+        "incomplete",
+        "test_labels.txt",
+    ]
 
 
 def _lf(w: World, tmp: Path, *extra: str, out: Path | None = None, dataset: Path | None = None) -> list[str]:
-    return ["train", str(dataset or w.tiny), "--model", "label-frequency", "--no-progress",
-            "--out", str(out or w.lf), *extra]
+    return [
+        "train",
+        str(dataset or w.tiny),
+        "--model",
+        "label-frequency",
+        "--no-progress",
+        "--out",
+        str(out or w.lf),
+        *extra,
+    ]
 
 
 def _damaged_record(w, tmp, mp):
@@ -403,20 +486,41 @@ def _other_host_lock(w, tmp, mp):
 
 
 RUN_FOLDERS = [
-    Case("out-holds-other-files", lambda w, tmp, mp: (
-        _lf(w, tmp, out=_foreign(tmp / "mine", "config.json")), ["mine", "config.json", "--force"])),
-    Case("out-is-a-file", lambda w, tmp, mp: (_lf(w, tmp, out=_write(tmp / "f", "x")), ["exists and is a file"])),
-    Case("out-below-a-file", lambda w, tmp, mp: (_lf(w, tmp, out=_write(tmp / "f", "x") / "run"),
-                                                 [str(tmp / "f")]), code=1),
+    Case(
+        "out-holds-other-files",
+        lambda w, tmp, mp: (
+            _lf(w, tmp, out=_foreign(tmp / "mine", "config.json")),
+            ["mine", "config.json", "--force"],
+        ),
+    ),
+    Case(
+        "out-is-a-file",
+        lambda w, tmp, mp: (_lf(w, tmp, out=_write(tmp / "f", "x")), ["exists and is a file"]),
+    ),
+    Case(
+        "out-below-a-file",
+        lambda w, tmp, mp: (_lf(w, tmp, out=_write(tmp / "f", "x") / "run"), [str(tmp / "f")]),
+        code=1,
+    ),
     Case("finished-run-without-resume", lambda w, tmp, mp: (_lf(w, tmp), ["finished run", "--resume"])),
-    Case("resume-other-config", lambda w, tmp, mp: (_lf(w, tmp, "--resume", "--seed", "1"), ["seed", "0", "1"])),
-    Case("resume-other-model", lambda w, tmp, mp: (
-        ["train", str(w.tiny), "--model", "tfidf-ovr", "--resume", "--out", str(w.lf)],
-        ["label-frequency", "tfidf-ovr"])),
-    Case("resume-other-dataset", lambda w, tmp, mp: (_lf(w, tmp, "--resume", dataset=w.short),
-                                                     ["dataset fingerprint"])),
-    Case("resume-other-valid-size", lambda w, tmp, mp: (_lf(w, tmp, "--resume", "--valid-size", "0.2"),
-                                                        ["valid_size"])),
+    Case(
+        "resume-other-config", lambda w, tmp, mp: (_lf(w, tmp, "--resume", "--seed", "1"), ["seed", "0", "1"])
+    ),
+    Case(
+        "resume-other-model",
+        lambda w, tmp, mp: (
+            ["train", str(w.tiny), "--model", "tfidf-ovr", "--resume", "--out", str(w.lf)],
+            ["label-frequency", "tfidf-ovr"],
+        ),
+    ),
+    Case(
+        "resume-other-dataset",
+        lambda w, tmp, mp: (_lf(w, tmp, "--resume", dataset=w.short), ["dataset fingerprint"]),
+    ),
+    Case(
+        "resume-other-valid-size",
+        lambda w, tmp, mp: (_lf(w, tmp, "--resume", "--valid-size", "0.2"), ["valid_size"]),
+    ),
     Case("run-record-damaged", _damaged_record),
     Case("run-unfinished-without-resume", _unfinished),
     Case("run-locked-by-another-host", _other_host_lock),
@@ -483,7 +587,9 @@ PREDICT = [
     Case("predict-folder-without-model", lambda w, tmp, mp: (["predict", str(tmp)], ["no saved model"])),
     Case("predict-model-json-damaged", _damaged_model_json),
     Case("predict-frequency-truncated", _damaged_frequency),
-    Case("predict-dataset-unknown", lambda w, tmp, mp: (["predict", str(w.lf), "--dataset", "nope"], ["nope"])),
+    Case(
+        "predict-dataset-unknown", lambda w, tmp, mp: (["predict", str(w.lf), "--dataset", "nope"], ["nope"])
+    ),
     Case("predict-checkpoint-truncated", _truncated_checkpoint),
     Case("predict-checkpoint-empty", _empty_checkpoint),
     Case("predict-checkpoint-pickled", _pickled_checkpoint),
@@ -499,16 +605,35 @@ def _truncated_member(w, tmp, mp):
 
 
 ENSEMBLE = [
-    Case("ensemble-out-is-a-member", lambda w, tmp, mp: (["ensemble", str(w.lf), str(w.lf1), "--out", str(w.lf1)],
-                                                         ["--out", "member"])),
-    Case("ensemble-out-is-another-run", lambda w, tmp, mp: (
-        ["ensemble", str(w.lf), str(_copy_run(w.lf1, tmp / "m1")), "--out", str(w.lf1)], [str(w.lf1), "run"])),
-    Case("ensemble-one-member", lambda w, tmp, mp: (["ensemble", str(w.lf), "--out", str(tmp / "e")],
-                                                    ["at least two"])),
-    Case("ensemble-member-not-a-run", lambda w, tmp, mp: (["ensemble", str(w.lf), str(tmp), "--out", str(tmp / "e")],
-                                                          [str(tmp), "not a finished run"])),
-    Case("ensemble-out-foreign", lambda w, tmp, mp: (
-        ["ensemble", str(w.lf), str(w.lf1), "--out", str(_foreign(tmp / "mine"))], ["mine", "notes.txt"])),
+    Case(
+        "ensemble-out-is-a-member",
+        lambda w, tmp, mp: (["ensemble", str(w.lf), str(w.lf1), "--out", str(w.lf1)], ["--out", "member"]),
+    ),
+    Case(
+        "ensemble-out-is-another-run",
+        lambda w, tmp, mp: (
+            ["ensemble", str(w.lf), str(_copy_run(w.lf1, tmp / "m1")), "--out", str(w.lf1)],
+            [str(w.lf1), "run"],
+        ),
+    ),
+    Case(
+        "ensemble-one-member",
+        lambda w, tmp, mp: (["ensemble", str(w.lf), "--out", str(tmp / "e")], ["at least two"]),
+    ),
+    Case(
+        "ensemble-member-not-a-run",
+        lambda w, tmp, mp: (
+            ["ensemble", str(w.lf), str(tmp), "--out", str(tmp / "e")],
+            [str(tmp), "not a finished run"],
+        ),
+    ),
+    Case(
+        "ensemble-out-foreign",
+        lambda w, tmp, mp: (
+            ["ensemble", str(w.lf), str(w.lf1), "--out", str(_foreign(tmp / "mine"))],
+            ["mine", "notes.txt"],
+        ),
+    ),
     Case("ensemble-member-predictions-truncated", _truncated_member),
 ]
 
@@ -521,11 +646,24 @@ def _table_truncated(w, tmp, mp):
 
 TABLES = [
     Case("table-truncated-record", _table_truncated),
-    Case("table-out-foreign-file", lambda w, tmp, mp: (
-        ["table", str(w.lf), "--out", str(_write(tmp / "paper.md", "my notes\n"))], ["paper.md", "--force"])),
-    Case("table-index-foreign-readme", lambda w, tmp, mp: (
-        ["table", str(w.lf), "--index", str(_foreign(tmp / "res", "README.md"))], ["README.md"])),
-    Case("table-out-is-a-folder", lambda w, tmp, mp: (["table", str(w.lf), "--out", str(tmp)], [str(tmp), "folder"])),
+    Case(
+        "table-out-foreign-file",
+        lambda w, tmp, mp: (
+            ["table", str(w.lf), "--out", str(_write(tmp / "paper.md", "my notes\n"))],
+            ["paper.md", "--force"],
+        ),
+    ),
+    Case(
+        "table-index-foreign-readme",
+        lambda w, tmp, mp: (
+            ["table", str(w.lf), "--index", str(_foreign(tmp / "res", "README.md"))],
+            ["README.md"],
+        ),
+    ),
+    Case(
+        "table-out-is-a-folder",
+        lambda w, tmp, mp: (["table", str(w.lf), "--out", str(tmp)], [str(tmp), "folder"]),
+    ),
     Case("table-metric-malformed", lambda w, tmp, mp: (["table", str(w.lf), "--metrics", "P@x"], ["P@x"])),
     Case("table-no-runs", lambda w, tmp, mp: (["table", str(tmp)], ["no finished runs"])),
     Case("compare-damaged-record", lambda w, tmp, mp: _compare_damaged(w, tmp)),
@@ -543,47 +681,130 @@ def _synth_other_seed(w, tmp, mp):
 
 
 DATA_COMMANDS = [
-    Case("synth-over-a-dataset", lambda w, tmp, mp: (
-        ["data", "synth", "tiny", "--out", str(_text(tmp / "mine"))], ["mine", "train_labels.txt"])),
+    Case(
+        "synth-over-a-dataset",
+        lambda w, tmp, mp: (
+            ["data", "synth", "tiny", "--out", str(_text(tmp / "mine"))],
+            ["mine", "train_labels.txt"],
+        ),
+    ),
     Case("synth-over-another-seed", _synth_other_seed),
-    Case("synth-seed-negative", lambda w, tmp, mp: (["data", "synth", "tiny", "--out", str(tmp / "d"), "--seed", "-1"],
-                                                    ["--seed"])),
-    Case("synth-preset-unknown", lambda w, tmp, mp: (["data", "synth", "huge", "--out", str(tmp / "d")], ["huge"])),
-    Case("synth-out-is-a-file", lambda w, tmp, mp: (["data", "synth", "tiny", "--out", str(_write(tmp / "f", "x"))],
-                                                    ["exists and is a file"])),
+    Case(
+        "synth-seed-negative",
+        lambda w, tmp, mp: (["data", "synth", "tiny", "--out", str(tmp / "d"), "--seed", "-1"], ["--seed"]),
+    ),
+    Case(
+        "synth-preset-unknown",
+        lambda w, tmp, mp: (["data", "synth", "huge", "--out", str(tmp / "d")], ["huge"]),
+    ),
+    Case(
+        "synth-out-is-a-file",
+        lambda w, tmp, mp: (
+            ["data", "synth", "tiny", "--out", str(_write(tmp / "f", "x"))],
+            ["exists and is a file"],
+        ),
+    ),
     Case("check-missing-folder", lambda w, tmp, mp: (["data", "check", str(tmp / "none")], ["none"])),
 ]
 
 EXPERIMENTS = [
     Case("ablate-jobs-zero", lambda w, tmp, mp: (["ablate", str(w.tiny), "--jobs", "0"], ["--jobs"])),
     Case("ablate-seeds-zero", lambda w, tmp, mp: (["ablate", str(w.tiny), "--seeds", "0"], ["--seeds"])),
-    Case("ablate-bad-set", lambda w, tmp, mp: (["ablate", str(w.tiny), "--set", "batch_size=0"], ["batch_size"])),
-    Case("ablate-root-foreign", lambda w, tmp, mp: (
-        ["ablate", str(w.tiny), "--preset", "smoke", "--root", str(_foreign(tmp / "mine")), "--no-progress"],
-        ["mine", "notes.txt"])),
-    Case("ablate-other-model", lambda w, tmp, mp: (["ablate", str(w.tiny), "--model", "tfidf-ovr"], ["lightxml"])),
-    Case("baselines-unknown-key", lambda w, tmp, mp: (
-        ["baselines", str(w.tiny), "--set", "max_stepz=3", "--root", str(tmp / "b")], ["max_stepz"])),
-    Case("baselines-bad-value", lambda w, tmp, mp: (
-        ["baselines", str(w.tiny), "--set", "batch_size=-4", "--root", str(tmp / "b")], ["batch_size"])),
-    Case("baselines-root-foreign", lambda w, tmp, mp: (
-        ["baselines", str(w.tiny), "--root", str(_foreign(tmp / "mine"))], ["mine", "notes.txt"])),
+    Case(
+        "ablate-bad-set",
+        lambda w, tmp, mp: (["ablate", str(w.tiny), "--set", "batch_size=0"], ["batch_size"]),
+    ),
+    Case(
+        "ablate-root-foreign",
+        lambda w, tmp, mp: (
+            [
+                "ablate",
+                str(w.tiny),
+                "--preset",
+                "smoke",
+                "--root",
+                str(_foreign(tmp / "mine")),
+                "--no-progress",
+            ],
+            ["mine", "notes.txt"],
+        ),
+    ),
+    Case(
+        "ablate-other-model",
+        lambda w, tmp, mp: (["ablate", str(w.tiny), "--model", "tfidf-ovr"], ["lightxml"]),
+    ),
+    Case(
+        "baselines-unknown-key",
+        lambda w, tmp, mp: (
+            ["baselines", str(w.tiny), "--set", "max_stepz=3", "--root", str(tmp / "b")],
+            ["max_stepz"],
+        ),
+    ),
+    Case(
+        "baselines-bad-value",
+        lambda w, tmp, mp: (
+            ["baselines", str(w.tiny), "--set", "batch_size=-4", "--root", str(tmp / "b")],
+            ["batch_size"],
+        ),
+    ),
+    Case(
+        "baselines-root-foreign",
+        lambda w, tmp, mp: (
+            ["baselines", str(w.tiny), "--root", str(_foreign(tmp / "mine"))],
+            ["mine", "notes.txt"],
+        ),
+    ),
     Case("init-without-out", lambda w, tmp, mp: (["init", str(w.tiny)], ["--out"])),
-    Case("init-out-foreign-file", lambda w, tmp, mp: (
-        ["init", str(w.tiny), "--out", str(_write(tmp / "weights.pt", "mine"))], ["weights.pt", "--force"])),
-    Case("init-non-neural-model", lambda w, tmp, mp: (
-        ["init", str(w.tiny), "--model", "label-frequency", "--out", str(tmp / "i.pt")], ["label-frequency"])),
-    Case("init-bad-set", lambda w, tmp, mp: (
-        ["init", str(w.tiny), "--set", "dropout=5", "--out", str(tmp / "i.pt")], ["dropout"])),
-    Case("ensemble-train-bad-set", lambda w, tmp, mp: (
-        ["ensemble-train", str(w.tiny), "--set", "epochs=-1", "--out", str(tmp / "e")], ["epochs"])),
-    Case("ensemble-train-root-foreign", lambda w, tmp, mp: (
-        ["ensemble-train", str(w.tiny), "--out", str(_foreign(tmp / "mine"))], ["mine", "notes.txt"])),
+    Case(
+        "init-out-foreign-file",
+        lambda w, tmp, mp: (
+            ["init", str(w.tiny), "--out", str(_write(tmp / "weights.pt", "mine"))],
+            ["weights.pt", "--force"],
+        ),
+    ),
+    Case(
+        "init-non-neural-model",
+        lambda w, tmp, mp: (
+            ["init", str(w.tiny), "--model", "label-frequency", "--out", str(tmp / "i.pt")],
+            ["label-frequency"],
+        ),
+    ),
+    Case(
+        "init-bad-set",
+        lambda w, tmp, mp: (
+            ["init", str(w.tiny), "--set", "dropout=5", "--out", str(tmp / "i.pt")],
+            ["dropout"],
+        ),
+    ),
+    Case(
+        "ensemble-train-bad-set",
+        lambda w, tmp, mp: (
+            ["ensemble-train", str(w.tiny), "--set", "epochs=-1", "--out", str(tmp / "e")],
+            ["epochs"],
+        ),
+    ),
+    Case(
+        "ensemble-train-root-foreign",
+        lambda w, tmp, mp: (
+            ["ensemble-train", str(w.tiny), "--out", str(_foreign(tmp / "mine"))],
+            ["mine", "notes.txt"],
+        ),
+    ),
     Case("bench-unknown", lambda w, tmp, mp: (["bench", "nope"], ["nope"])),
 ]
 
-CASES = CONFIG_BOUNDS + MODEL_CHECKS + CONFIG_FILES + DATA + RUN_FOLDERS + PREDICT + ENSEMBLE + TABLES + \
-    DATA_COMMANDS + EXPERIMENTS
+CASES = (
+    CONFIG_BOUNDS
+    + MODEL_CHECKS
+    + CONFIG_FILES
+    + DATA
+    + RUN_FOLDERS
+    + PREDICT
+    + ENSEMBLE
+    + TABLES
+    + DATA_COMMANDS
+    + EXPERIMENTS
+)
 
 
 def test_enough_cases():
@@ -625,7 +846,9 @@ with writing(sys.argv[1], Output("run")):  # what the runner holds while it writ
 def test_a_second_writer_is_refused_and_a_killed_writers_lock_is_taken_over(world, tmp_path, capsys):
     run = _copy_run(world.lf, tmp_path / "run")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True, env=env)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = snapshot(run)
@@ -677,8 +900,13 @@ sys.exit(main(sys.argv[2:]))
 
 def _full_disk(limit: int, argv: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-c", FULL_DISK, str(limit), *argv], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(limit), *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_a_full_disk_during_data_synth_names_the_file_and_leaves_no_partial_dataset(tmp_path):
@@ -719,7 +947,9 @@ def test_a_failed_data_synth_leaves_the_previous_dataset_as_it_was(tmp_path, mon
     monkeypatch.setattr(synth, "_write_split", disk_full_at_test)
     with pytest.raises(OSError, match="No space left"):
         synth.write_synthetic("tiny", out, seed=1, progress=False, force=True)
-    assert {p: h for p, h in snapshot(out).items() if not p.endswith(MARKER)} == before  # no seed-1 file mixed in
+    assert {
+        p: h for p, h in snapshot(out).items() if not p.endswith(MARKER)
+    } == before  # no seed-1 file mixed in
 
 
 def test_a_failed_torch_save_is_an_os_error_naming_the_checkpoint(tmp_path, monkeypatch):
@@ -821,8 +1051,12 @@ def test_every_model_trains_and_predicts_documents_without_features(world, tmp_p
 
     ds = open_dataset(str(world.short))
     state, X = fit_tfidf(ds.train, empty_feature=False)
-    assert (X.getnnz(axis=1) == 0).sum() > 10 and (transform_tfidf(state, ds.test).getnnz(axis=1) == 0).sum() > 3
-    code, err = run_cli(["train", str(world.short), "--no-progress", *model, "--out", str(tmp_path / "r")], capsys)
+    assert (X.getnnz(axis=1) == 0).sum() > 10 and (
+        transform_tfidf(state, ds.test).getnnz(axis=1) == 0
+    ).sum() > 3
+    code, err = run_cli(
+        ["train", str(world.short), "--no-progress", *model, "--out", str(tmp_path / "r")], capsys
+    )
     assert code == 0, err
     ids, _ = read_predictions(tmp_path / "r")
     assert ids.shape[0] == len(ds.test) and (ids[:, 0] >= 0).all()  # every document, featureless too, ranked
@@ -863,6 +1097,7 @@ def test_a_config_file_and_set_fail_before_any_data_is_read(world, tmp_path, mon
         raise AssertionError("the dataset was opened before the config was checked")
 
     monkeypatch.setattr(runner, "open_dataset", no_reading)
-    code, err = run_cli(["train", str(world.tiny), "--set", "batch_size=-4", "--out", str(tmp_path / "r")], capsys)
+    code, err = run_cli(
+        ["train", str(world.tiny), "--set", "batch_size=-4", "--out", str(tmp_path / "r")], capsys
+    )
     assert code == 2 and "batch_size" in err and not (tmp_path / "r").exists()
-

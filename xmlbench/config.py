@@ -86,14 +86,16 @@ Seed = Annotated[int, Range(0, 2**63 - 1)]  # numpy's generators refuse negative
 def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "") -> C:
     """Build dataclass ``cls`` from ``data``; nested dataclass fields take nested dicts."""
     if data is not None and not isinstance(data, dict):
-        raise UserError(f"{where or cls.__name__}: a config must be a table of key = value, got {_kind(data)}")
+        raise UserError(f"{where or cls.__name__}: a config must be a table of key = value, "
+                        f"got {_kind(data)}")
     data = dict(data or {})
     hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise UserError(
-            f"unknown config key {_key(where, unknown[0])!r}; known keys: {', '.join(sorted(names)) or '(none)'}"
+            f"unknown config key {_key(where, unknown[0])!r}; "
+            f"known keys: {', '.join(sorted(names)) or '(none)'}"
         )
     kwargs = {}
     for name, value in data.items():

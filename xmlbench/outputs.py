@@ -86,8 +86,8 @@ def _refuse_foreign(folder: Path, marker: dict[str, Any] | None, out: Output) ->
     entries = foreign_entries(folder)
     if entries and not (out.adopt is not None and out.adopt(folder)):
         shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
-        raise UserError(f"{folder} already holds files xmlbench did not write for this {out.kind} output ({shown}); "
-                        "choose a new or empty folder, or pass --force to write into it anyway")
+        raise UserError(f"{folder} already holds files xmlbench did not write for this {out.kind} output "
+                        f"({shown}); choose a new or empty folder, or pass --force to write into it anyway")
 
 
 def foreign_entries(folder: Path) -> list[str]:

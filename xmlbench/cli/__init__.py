@@ -85,7 +85,8 @@ def os_error_line(e: OSError) -> str:
 def _is_out_of_memory(e: RuntimeError) -> bool:
     """torch reports a failed allocation as a RuntimeError (CPU) or torch.OutOfMemoryError (GPU)."""
     text = str(e)
-    return type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in text or "out of memory" in text
+    return (type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in text
+            or "out of memory" in text)
 
 
 def build_parser() -> argparse.ArgumentParser:

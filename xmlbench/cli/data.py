@@ -41,7 +41,8 @@ def cmd_data_list(args) -> int:
         pub = info.published
         print(
             f"{name:<16} {present:<8} {info.mode:<10} {pub.get('n_train', 0):>10,} {pub.get('n_test', 0):>9,} "
-            f"{pub.get('n_labels', 0):>8,}  {info.folder}" + (f"  (missing {', '.join(missing)})" if missing else "")
+            f"{pub.get('n_labels', 0):>8,}  {info.folder}"
+            + (f"  (missing {', '.join(missing)})" if missing else "")
         )
     from xmlbench.paths import datasets_dir
 

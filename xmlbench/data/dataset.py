@@ -104,7 +104,8 @@ def resolve_dataset_path(name_or_path: str) -> tuple[Path, DatasetInfo | None]:
             )
         missing = missing_files(info.folder)
         if missing:
-            raise UserError(f"dataset {info.name!r} in {info.folder} is incomplete: missing {', '.join(missing)}")
+            raise UserError(f"dataset {info.name!r} in {info.folder} is incomplete: "
+                            f"missing {', '.join(missing)}")
         return info.folder, info
     from xmlbench.data.synth import PRESETS, write_synthetic
 
@@ -271,8 +272,8 @@ def carve_validation(train: Split, size: float, seed: int) -> tuple[Split, Split
     n = len(train)
     n_valid = int(round(size * n)) if size < 1 else int(size)
     if not 0 < n_valid < n:
-        raise UserError(f"--valid-size {size:g} leaves no training or no validation documents (train has {n}); "
-                        f"use a fraction in (0, 1) or a count below {n}")
+        raise UserError(f"--valid-size {size:g} leaves no training or no validation documents "
+                        f"(train has {n}); use a fraction in (0, 1) or a count below {n}")
     perm = np.random.default_rng(seed).permutation(n)
     valid_idx, train_idx = np.sort(perm[:n_valid]), np.sort(perm[n_valid:])
     return train.subset(train_idx, "train"), train.subset(valid_idx, "valid")

@@ -135,7 +135,8 @@ def save_tfidf(state: TfidfState, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / STATE_JSON, {
         "kind": state.kind, "n_features": state.n_features, "ngram_max": state.ngram_max,
-        "sublinear_tf": state.sublinear_tf, "lowercase": state.lowercase, "empty_feature": state.empty_feature,
+        "sublinear_tf": state.sublinear_tf, "lowercase": state.lowercase,
+        "empty_feature": state.empty_feature,
     })
     if state.kind == "text":
         write_json(folder / VOCAB_JSON, state.vocabulary)
@@ -149,7 +150,8 @@ def load_tfidf(folder: Path) -> TfidfState:
     try:
         state = TfidfState(**meta)
     except TypeError:
-        raise UserError(f"{folder / STATE_JSON}: damaged or written by another version (entries {sorted(meta)})") from None
+        raise UserError(f"{folder / STATE_JSON}: damaged or written by another version "
+                        f"(entries {sorted(meta)})") from None
     if state.kind == "text":
         state.vocabulary = read_json(folder / VOCAB_JSON)
         state.idf = read_npz(folder / IDF_NPZ, ("idf",))["idf"]

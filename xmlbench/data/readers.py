@@ -253,9 +253,9 @@ def check_declared_sizes(path: Path, n_labels: int, n_features: int) -> None:
     have = available_memory_bytes()
     if need > have:
         raise UserError(
-            f"{path}:1: the header declares {n_labels:,} labels and {n_features:,} features, which need about "
-            f"{human_bytes(need)} of per-label and per-feature arrays; this machine has {human_bytes(have)} "
-            "available (is the header wrong?)"
+            f"{path}:1: the header declares {n_labels:,} labels and {n_features:,} features, which "
+            f"need about {human_bytes(need)} of per-label and per-feature arrays; this machine has "
+            f"{human_bytes(have)} available (is the header wrong?)"
         )
 
 

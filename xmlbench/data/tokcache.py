@@ -64,11 +64,13 @@ class TokenCache:
             ids = np.load(folder / IDS_FILE, mmap_mode="r")
             lengths = np.load(folder / LENGTHS_FILE, mmap_mode="r")
         except (ValueError, EOFError, FileNotFoundError) as e:
-            raise UserError(f"{folder}: damaged token cache ({type(e).__name__}); delete the folder") from None
+            raise UserError(f"{folder}: damaged token cache ({type(e).__name__}); "
+                            "delete the folder") from None
         n, width = int(meta["n_docs"]), int(meta["max_len"])
         if ids.shape != (n, width) or lengths.shape != (n,) or ids.dtype != np.int32 or \
                 (n and not 0 <= int(lengths.min()) <= int(lengths.max()) <= width):
-            raise UserError(f"{folder}: damaged token cache (arrays disagree with {META_FILE}); delete the folder")
+            raise UserError(f"{folder}: damaged token cache (arrays disagree with {META_FILE}); "
+                            "delete the folder")
         return cls(
             folder=folder,
             input_ids=ids,
@@ -104,9 +106,10 @@ class TokenCache:
         rows = np.asarray(indices, dtype=np.int64)
         block = np.asarray(self.input_ids[rows], dtype=np.int64)
         vocab = int(self.meta.get("vocab_size", 0) or 0)
-        if vocab and block.size and (block.min() < 0 or block.max() >= vocab):  # else an IndexError deep in torch
-            raise UserError(f"{self.folder}: damaged token cache (a token id outside the vocabulary of {vocab}); "
-                            "delete the folder")
+        # checked here: torch would fail with an IndexError deep inside the embedding
+        if vocab and block.size and (block.min() < 0 or block.max() >= vocab):
+            raise UserError(f"{self.folder}: damaged token cache (a token id outside the vocabulary "
+                            f"of {vocab}); delete the folder")
         ids = torch.from_numpy(block)
         lengths = torch.from_numpy(np.asarray(self.lengths[rows], dtype=np.int64))
         if trim and len(rows):

@@ -45,7 +45,8 @@ def load(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: holds pickled objects, not only tensors and plain values; xmlbench does "
                         "not load such files (they can run code)") from None
     except (RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile, AttributeError, IndexError):
-        raise UserError(f"{path}: not a readable checkpoint (truncated or damaged); delete it or rerun") from None
+        raise UserError(f"{path}: not a readable checkpoint (truncated or damaged); "
+                        "delete it or rerun") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: not an xmlbench checkpoint (it holds a {type(state).__name__})")
     return state

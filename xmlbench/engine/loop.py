@@ -246,7 +246,8 @@ def _finish(model: Trainable, net, swa: SWA, state: TrainState, run_dir: Path) -
     """Leave the selected weights in the net: the best evaluated ones, else the (averaged) final ones."""
     dist.barrier()  # rank 0 has written the best weights
     if (run_dir / BEST).is_file() and state.best_step >= 0:
-        ckpt.load_into(net, ckpt.require(ckpt.load(run_dir / BEST), ("net",), run_dir / BEST)["net"], run_dir / BEST)
+        best = ckpt.require(ckpt.load(run_dir / BEST), ("net",), run_dir / BEST)
+        ckpt.load_into(net, best["net"], run_dir / BEST)
     elif swa.active:
         with torch.no_grad():
             params = dict(net.named_parameters())

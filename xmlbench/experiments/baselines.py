@@ -27,8 +27,8 @@ def run_baselines(template: RunOptions, root: Path, models: tuple[str, ...] = BA
     done, skipped = [], []
     for name in models:
         out = root / name / f"seed{template.seed}"
-        opts = replace(template, model=name, out=str(out), resume=True, force=False, overrides=per_model[name],
-                       preset=template.preset if name in NEURAL else "default")
+        opts = replace(template, model=name, out=str(out), resume=True, force=False,
+                       overrides=per_model[name], preset=template.preset if name in NEURAL else "default")
         try:
             log(f"baseline {name}")
             run(opts)
@@ -46,7 +46,8 @@ def overrides_per_model(overrides: dict[str, Any], models: tuple[str, ...]) -> d
     known = {name: {f.name for f in dataclasses.fields(MODELS.get(name).config_cls)} for name in models}
     unknown = sorted(k for k in overrides if not any(k in keys for keys in known.values()))
     if unknown:
-        raise UserError(f"--set {unknown[0]}: no baseline has this config key (baselines: {', '.join(models)})")
+        raise UserError(f"--set {unknown[0]}: no baseline has this config key "
+                        f"(baselines: {', '.join(models)})")
     per_model = {name: {k: v for k, v in overrides.items() if k in known[name]} for name in models}
     for name, subset in per_model.items():
         try:

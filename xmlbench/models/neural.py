@@ -45,7 +45,9 @@ def selectable_metric(name: str) -> str | None:
     from xmlbench.metrics import KS, METRICS
 
     allowed = [f"{n}@{k}" for n, spec in METRICS.items() if not spec.needs_propensity for k in KS]
-    return None if name in allowed else f"must be one of the metrics the loop evaluates ({', '.join(allowed)})"
+    if name in allowed:
+        return None
+    return f"must be one of the metrics the loop evaluates ({', '.join(allowed)})"
 
 
 DEVICE_NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -77,7 +79,7 @@ class NeuralConfig:
     swa_step: Count = 200  # optimiser steps between folds
     eval_every: NonNegative = 0  # optimiser steps between selections; 0 = at each epoch end only
     eval_batch_size: Count = 64
-    max_steps: NonNegative = 0  # stop after this many optimiser steps (0 = no limit); for smoke runs/benchmarks
+    max_steps: NonNegative = 0  # stop after this many optimiser steps (0 = no limit); smoke runs, benchmarks
     checkpoint_every: NonNegative = 200  # optimiser steps between resumable checkpoints (0: epoch ends only)
     select_metric: Annotated[str, Rule(selectable_metric)] = "P@5"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
@@ -138,8 +140,8 @@ class NeuralModel(Model):
         a longer input than its position embeddings would fail inside the first batch."""
         limit = self.encoder.max_tokens
         if limit is not None and self.config.max_len > limit:
-            raise UserError(f"config key 'max_len' is {self.config.max_len} but encoder {self.encoder.name!r} "
-                            f"reads at most {limit} tokens")
+            raise UserError(f"config key 'max_len' is {self.config.max_len} but encoder "
+                            f"{self.encoder.name!r} reads at most {limit} tokens")
 
     def check_memory(self, dataset: Dataset) -> None:
         """Refuse a model too large for this machine before allocating it (hidden=65536 on 670k labels
@@ -154,9 +156,9 @@ class NeuralModel(Model):
         total = sum(p.numel() for p in probe.parameters())
         need, have = 4 * (new + 4 * total), available_memory_bytes()
         if need > have:
-            raise UserError(f"{self.name} would have {total:,} parameters, about {human_bytes(need)} to train; "
-                            f"this machine has {human_bytes(have)} available (lower hidden, or use a smaller "
-                            "encoder)")
+            raise UserError(f"{self.name} would have {total:,} parameters, about {human_bytes(need)} to "
+                            f"train; this machine has {human_bytes(have)} available (lower hidden, or use a "
+                            "smaller encoder)")
 
     # -- to implement -------------------------------------------------------------------------------
     def build_net(self, dataset: Dataset) -> nn.Module:
@@ -324,9 +326,9 @@ class NeuralModel(Model):
             config_dict = json.loads(saved["config"])
         except (TypeError, ValueError):
             raise UserError(f"{path}: damaged checkpoint (its config entry is not JSON)") from None
-        if not isinstance(config_dict, dict) or config_dict.get("model", cls.name) != cls.name:
-            raise UserError(f"{path}: holds a {config_dict.get('model') if isinstance(config_dict, dict) else '?'} "
-                            f"model, not {cls.name}")
+        saved_model = config_dict.get("model", cls.name) if isinstance(config_dict, dict) else "?"
+        if saved_model != cls.name:
+            raise UserError(f"{path}: holds a {saved_model} model, not {cls.name}")
         config_dict.pop("model", None)
         config_dict.pop("encoder_config", None)
         try:

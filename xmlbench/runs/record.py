@@ -213,7 +213,8 @@ def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     arrays = read_npz(path, ("ids", "scores"))
     ids, scores = arrays["ids"], arrays["scores"]
     if ids.ndim != 2 or ids.shape != scores.shape or not np.issubdtype(ids.dtype, np.integer):
-        raise UserError(f"{path}: damaged: ids {ids.shape} {ids.dtype} and scores {scores.shape} do not match")
+        raise UserError(f"{path}: damaged: ids {ids.shape} {ids.dtype} and scores {scores.shape} "
+                        "do not match")
     return ids, scores
 
 

@@ -49,8 +49,9 @@ class LabelFrequency(Model):
         model = cls(config, dataset)
         frequency = read_npz(folder / "frequency.npz", ("frequency",))["frequency"]
         if frequency.shape != (model.n_labels,):
-            raise UserError(f"{folder / 'frequency.npz'}: {frequency.shape[0] if frequency.ndim else 0} labels "
-                            f"but this dataset has {model.n_labels}")
+            saved = frequency.shape[0] if frequency.ndim else 0
+            raise UserError(f"{folder / 'frequency.npz'}: {saved} labels but this dataset has "
+                            f"{model.n_labels}")
         model.frequency = frequency
         return model
 

@@ -99,8 +99,8 @@ class TfidfOvr(Model):
         rows = model.weights.shape[0]
         if len(model.bias) != rows or len(model.label_ids) != rows or \
                 (rows and (model.label_ids.min() < 0 or model.label_ids.max() >= model.n_labels)):
-            raise UserError(f"{path}: its weights, biases and label ids disagree, or name labels this dataset "
-                            f"({model.n_labels} labels) does not have")
+            raise UserError(f"{path}: its weights, biases and label ids disagree, or name labels this "
+                            f"dataset ({model.n_labels} labels) does not have")
         return model
 
     def n_parameters(self) -> int:

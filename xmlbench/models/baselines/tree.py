@@ -52,7 +52,8 @@ class TreeConfig:
     min_df: Count = 2
     max_features: Count = 200_000
     sublinear_tf: bool = True
-    cluster_k: Annotated[int, Range(2)] | None = None  # None: the mode's value (2 for parabel, 100 for bonsai)
+    # None: the mode's value (2 for parabel, 100 for bonsai)
+    cluster_k: Annotated[int, Range(2)] | None = None
     max_depth: Count | None = None  # None: the mode's value (20 for parabel, 3 for bonsai)
     min_branch_size: Count = 100  # labels below which a node becomes a leaf
     linear_loss: Literal["hinge", "log"] = "hinge"  # omikuji's "hinge" is liblinear's squared hinge

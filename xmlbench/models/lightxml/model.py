@@ -216,8 +216,9 @@ class LightXML(NeuralModel):
         super().check_encoder_fits()
         states = self.encoder.n_layers + 1  # the embeddings' output, then one per transformer layer
         if self.config.n_layers > states:
-            raise UserError(f"config key 'n_layers' is {self.config.n_layers} but encoder {self.encoder.name!r} "
-                            f"has {self.encoder.n_layers} layers ({states} hidden states with the embeddings)")
+            raise UserError(f"config key 'n_layers' is {self.config.n_layers} but encoder "
+                            f"{self.encoder.name!r} has {self.encoder.n_layers} layers ({states} hidden "
+                            "states with the embeddings)")
 
     @classmethod
     def config_cls(cls) -> type:
@@ -266,7 +267,8 @@ class LightXML(NeuralModel):
             l2c, labels = hierarchy.get("label_to_cluster"), hierarchy["cluster_labels"]
             if not (isinstance(l2c, torch.Tensor) and isinstance(labels, torch.Tensor)
                     and l2c.shape == (self.n_labels,) and labels.ndim == 2):
-                raise UserError(f"{path}: damaged checkpoint (its label clusters do not fit {self.n_labels} labels)")
+                raise UserError(f"{path}: damaged checkpoint (its label clusters do not fit "
+                                f"{self.n_labels} labels)")
             self._set_clusters(l2c.numpy(), labels.numpy())
 
     def loss(self, net: nn.Module, batch: Batch) -> torch.Tensor:

@@ -1062,6 +1062,20 @@ def test_every_model_trains_and_predicts_documents_without_features(world, tmp_p
     assert ids.shape[0] == len(ds.test) and (ids[:, 0] >= 0).all()  # every document, featureless too, ranked
 
 
+@pytest.mark.parametrize("model", ["tfidf-ovr", "tree", "label-frequency"])
+def test_a_dataset_whose_texts_are_all_empty_is_the_same_case(tmp_path, model, capsys):
+    """No vocabulary at all: every document is EMPTY, and the model learns (and predicts) their labels."""
+    from xmlbench.runs.record import read_predictions
+
+    rows = [("", f"L{i % 3}") for i in range(40)]
+    data = write_text_dataset(tmp_path / "empty", rows, rows[:10])
+    code, err = run_cli(
+        ["train", str(data), "--model", model, "--no-progress", "--out", str(tmp_path / "r")], capsys
+    )
+    assert code == 0, err
+    assert (read_predictions(tmp_path / "r")[0][:, 0] >= 0).all()
+
+
 # ------------------------------------------------------------------------------------------ declarations
 def _config_classes():
     from xmlbench.models import MODELS

@@ -177,7 +177,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: config file not found" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark from a Windows editor is fine
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start}); a config file is JSON or TOML") from None
     try:

@@ -79,8 +79,8 @@ def _same_output(marker: dict[str, Any], out: Output) -> bool:
 
 def _refuse_foreign(folder: Path, marker: dict[str, Any] | None, out: Output) -> None:
     if marker is not None:
-        what = marker["kind"] + (f" ({marker['id']})" if marker.get("id") else "")
-        raise UserError(f"{folder} holds another xmlbench output, a {what}, not this {out.kind} output"
+        what = marker["kind"] + (f": {marker['id']}" if marker.get("id") else "")
+        raise UserError(f"{folder} holds another xmlbench output ({what}), not this {out.kind} output"
                         + (f" ({out.ident})" if out.ident else "")
                         + "; choose another folder, or pass --force to write into it anyway")
     entries = foreign_entries(folder)

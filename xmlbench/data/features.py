@@ -88,9 +88,12 @@ def fit_tfidf(
     )
     try:
         counts = counter.fit_transform(split.iter_texts()).tocsr()
+        vocabulary = counter.get_feature_names_out().tolist()
     except ValueError as e:  # sklearn's "empty vocabulary" / "min_df ... no terms remain"
-        raise UserError(f"TF-IDF on the {split.name} split: {e}") from None
-    vocabulary = counter.get_feature_names_out().tolist()
+        if not empty_feature:
+            raise UserError(f"TF-IDF on the {split.name} split: {e}") from None
+        # Every document is without features: still the documented case, all rows are EMPTY.
+        counts, vocabulary = sp.csr_matrix((len(split), 0), dtype=np.float32), []
     del counter  # its vocabulary_ dict is large on big corpora; the list above is all we keep
     idf = _smooth_idf(counts)
     state = TfidfState(
@@ -110,6 +113,8 @@ def transform_tfidf(state: TfidfState, split: Split) -> sp.csr_matrix:
         return _mark_empty_rows(_l2_normalise(X), state)
     if split.texts is None:
         raise UserError(f"the {split.name} split has no texts but the TF-IDF state was fitted on texts")
+    if not state.vocabulary:  # fitted on documents that were all without features
+        return _mark_empty_rows(sp.csr_matrix((len(split), 0), dtype=np.float32), state)
     from sklearn.feature_extraction.text import CountVectorizer
 
     counter = CountVectorizer(
@@ -184,4 +189,6 @@ def _l2_normalise(X: sp.csr_matrix) -> sp.csr_matrix:
 
     X = sp.csr_matrix(X, dtype=np.float32)
     X.sum_duplicates()  # also sorts indices, which omikuji and liblinear expect
+    if X.shape[1] == 0:  # no feature column at all (every document empty): nothing to scale
+        return X
     return normalize(X, norm="l2", copy=False)

@@ -16,6 +16,7 @@ corpus of millions of documents needs no RAM beyond one batch.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import os
@@ -218,6 +219,8 @@ def _tokenise_into(
     pad_id, left_padded = _pad_id(tokenizer), _padding_side(tokenizer) == "left"
     ids = np.lib.format.open_memmap(folder / IDS_FILE, mode="w+", dtype=np.int32, shape=(n_docs, max_len))
     lengths = np.lib.format.open_memmap(folder / LENGTHS_FILE, mode="w+", dtype=np.int32, shape=(n_docs,))
+    for name in (IDS_FILE, LENGTHS_FILE):
+        _reserve(folder / name)
     start_time = time.perf_counter()
     done = 0
     bar = tqdm(total=n_docs, unit="docs", unit_scale=True, desc="tokenising", disable=not progress)
@@ -256,6 +259,19 @@ def _tokenise_into(
     }
     del ids, lengths  # close the maps before the folder is renamed
     return stats
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the disk blocks of a freshly created (sparse) memory map now: on a full disk that is an
+    OSError naming the file, where a write into the map would kill the process with SIGBUS later."""
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # a file system without it
+                raise OSError(e.errno, e.strerror, str(path)) from None
+        except AttributeError:  # not on Linux
+            pass
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:

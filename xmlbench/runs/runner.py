@@ -135,7 +135,7 @@ def run(opts: RunOptions) -> dict[str, Any]:
     splits = selection_split(ds, opts)
     main = dist.is_main()  # under torchrun only rank 0 writes files, and only it holds the folder's lock
     guard = writing(run_dir, RUN_OUTPUT, force=opts.force, command=opts.command) if main else nullcontext()
-    with guard:
+    with guard, naming(run_dir):  # a write error that names no file (a full disk) names the run folder
         finished = rec.existing_run(run_dir, identity, resume=opts.resume, force=opts.force and main)
         dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
         if finished is not None:
@@ -157,8 +157,8 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
     train, select, select_name = splits
     _seed_everything(opts.seed)
     model: Model = entry.cls(config, ds)  # loads the encoder: its checks come before any file is written
-    if main:
-        write_json(run_dir / "config.json", identity)
+    if main and not (run_dir / rec.CONFIG).is_file():  # a resumed run keeps the record of how it started
+        write_json(run_dir / rec.CONFIG, identity)
     ctx = FitContext(
         dataset=ds,
         train=train,

@@ -476,6 +476,7 @@ def _damaged_record(w, tmp, mp):
 
 def _unfinished(w, tmp, mp):
     run = _copy_run(w.lf, tmp / "run", parts=("config.json",))
+    _write(run / "checkpoint.pt", b"resumable training state")  # what an interrupted neural run leaves
     return _lf(w, tmp, out=run), ["unfinished", "--resume"]
 
 
@@ -1011,6 +1012,15 @@ def test_token_ids_outside_the_vocabulary_are_named_not_an_index_error(tmp_path)
     np.save(folder / "input_ids.npy", np.full((3, 8), 10**8, np.int32))  # the right shape, garbage inside
     with pytest.raises(UserError, match=f"{folder}: damaged token cache"):
         _tiny_cache(tmp_path).batch([0, 1])
+
+
+def test_a_start_that_trained_nothing_is_simply_started_again(world, tmp_path, capsys):
+    """A run that failed before its first resumable checkpoint (a blocked cache, a typo fixed since) left
+    only config.json: nothing to lose, so the same command runs again without --resume."""
+    run = _copy_run(world.lf, tmp_path / "run", parts=("config.json", ".xmlbench-output"))
+    code, err = run_cli(_lf(world, tmp_path, "--seed", "1", out=run), capsys)  # even with another config
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["options"]["seed"] == 1
 
 
 def test_tabs_and_byte_order_marks_read_as_intended(tmp_path):

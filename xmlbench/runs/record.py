@@ -29,6 +29,7 @@ from xmlbench.paths import CHECKOUT_ROOT
 RECORD = "record.json"
 PREDICTIONS = "predictions.npz"
 CONFIG = "config.json"
+RESUMABLE = "checkpoint.pt"  # the training loop's resumable state (engine.loop.CHECKPOINT)
 # What a run writes into its folder; --force removes exactly these before starting over.
 RUN_FILES = (CONFIG, RECORD, PREDICTIONS, "checkpoint.pt", "best.pt", "history.jsonl", "train.log", "model")
 # The options that, with the resolved model config and the dataset, make a run this run.
@@ -129,20 +130,25 @@ def is_run_folder(folder: Path) -> bool:
 
 def existing_run(run_dir: Path, identity: dict[str, Any], resume: bool, force: bool) -> dict[str, Any] | None:
     """What is already in ``run_dir`` decides: a finished run's record (``--resume`` skips it), None to
-    train (nothing there, an unfinished run to continue, or ``--force``), or a refusal naming the reason."""
+    train (nothing there, an unfinished run to continue, or ``--force``), or a refusal naming the reason.
+    A run that stopped before its first resumable checkpoint (or a classical model's, which has none)
+    holds nothing to lose: without --resume it simply starts again."""
     complete = is_complete(run_dir)
     started = (run_dir / CONFIG).is_file()
+    resumable = (run_dir / RESUMABLE).is_file()
     if force:
         clear_run(run_dir)
         return None
     if complete and not resume:
         raise UserError(f"{run_dir} already holds a finished run; pass --resume to skip it, --force to redo "
                         "it, or choose --out")
-    if started and not resume and not complete:
+    if resumable and not resume and not complete:
         raise UserError(f"{run_dir} holds an unfinished run; pass --resume to continue it, --force to start "
                         "it over, or choose --out")
-    if started or complete:
+    if resume and (started or complete):
         check_same_run(run_dir, identity)
+    elif started and not complete:
+        clear_run(run_dir)  # a start that trained nothing: its config.json and log go, the new run begins
     return read_record(run_dir) if complete else None
 
 

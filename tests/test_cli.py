@@ -23,8 +23,8 @@ def _parse(argv: list[str]) -> RunOptions:
 @pytest.mark.parametrize("opts", [
     RunOptions(dataset="tiny", model="lightxml", command=""),
     RunOptions(dataset="data dir/with space", model="lightxml", seed=3, valid_size=500.0, select_on="test",
-               protocol="original", preset="smoke", out="runs/x y", resume=True, init_from="init/a.pt",
-               progress=False,
+               protocol="original", preset="smoke", out="runs/x y", resume=True, force=True,
+               init_from="init/a.pt", progress=False,
                config_file="c.toml", command="",
                overrides=parse_overrides(["epochs=2", "se.expand=16", "lr=0.001", "encoder=tiny",
                                           "mode=clustered", "amp=off"]) | {"variants": ["se", "doc-rep"]}),

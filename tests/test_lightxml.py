@@ -188,6 +188,9 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tiny_dataset, tmp_pa
         kill_after_checkpoint(patch, 3)
         with pytest.raises(Killed):
             run(_options(tiny_dataset, tmp_path / "killed", mode))
+    # A kill lands after the history lines of steps the checkpoint does not hold: they must not stay.
+    with open(tmp_path / "killed" / loop.HISTORY, "a", encoding="utf-8") as f:
+        f.write('{"step": 99, "epoch": 0, "loss": 1.0}\n')
     # Pretend the killed session trained for 1000 s: the resumed record must report the whole time.
     path = tmp_path / "killed" / loop.CHECKPOINT
     saved = torch.load(path, weights_only=True)
@@ -203,6 +206,15 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tiny_dataset, tmp_pa
     assert resumed["selection"]["best_step"] == whole["selection"]["best_step"]
     for a, b in zip(read_predictions(tmp_path / "whole"), read_predictions(tmp_path / "killed")):
         np.testing.assert_array_equal(a, b)
+    # Every step exactly once: the history of the resumed run is the uninterrupted run's.
+    assert _history_steps(tmp_path / "killed") == _history_steps(tmp_path / "whole")
+
+
+def _history_steps(run_dir):
+    from xmlbench.engine import loop
+
+    lines = (run_dir / loop.HISTORY).read_text(encoding="utf-8").splitlines()
+    return [(d["step"], d["epoch"], d.get("split", "train")) for d in map(json.loads, lines)]
 
 
 def test_checkpoint_round_trip_without_pickle(tiny_dataset, tmp_path):

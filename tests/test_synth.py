@@ -12,6 +12,7 @@ import pytest
 
 from xmlbench.data.synth import PRESETS, SynthSpec, _build_world, _seed_sequence, write_synthetic
 from xmlbench.errors import UserError
+from xmlbench.outputs import MARKER
 
 FILES = ("train_texts.txt", "train_labels.txt", "test_texts.txt", "test_labels.txt")
 WORDS_LINE = re.compile(r"[a-z]+( [a-z]+)*")
@@ -92,7 +93,8 @@ def test_counts_format_and_alignment(preset, tmp_path):
         spec.n_test,
         spec.n_labels,
     )
-    assert sorted(p.name for p in out.iterdir()) == sorted((*FILES, "synth.json"))  # no temp files left
+    # no temp files left; the marker says xmlbench wrote the folder
+    assert sorted(p.name for p in out.iterdir()) == sorted((*FILES, "synth.json", MARKER))
 
     seen: set[str] = set()
     for split, n_docs in (("train", spec.n_train), ("test", spec.n_test)):

@@ -18,6 +18,30 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def available_memory_bytes() -> int:
+    """Memory a new allocation can get now (Linux MemAvailable; else free physical pages)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: do not refuse
+
+
+def human_bytes(n: float) -> str:
+    """``3.5 GiB``, ``120 MiB``: sizes in messages."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:,.1f} TiB"
+
+
 def match_numba_threads_to_omp() -> None:
     """Give numba the thread count the user (or torchrun, which sets 1) gave OpenMP.
 

@@ -26,6 +26,7 @@ def _add_data(sub) -> None:
     sy.add_argument("preset")
     sy.add_argument("--out", required=True)
     sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--force", action="store_true", help="write into --out even if it holds other files")
     sy.set_defaults(func=cmd_data_synth)
     data.set_defaults(func=lambda a: (data.print_help(), 2)[1])
 
@@ -36,11 +37,12 @@ def cmd_data_list(args) -> int:
 
     print(f"{'name':<16} {'present':<8} {'mode':<10} {'train':>10} {'test':>9} {'labels':>8}  folder")
     for name, info in DATASETS.items():
-        present = "yes" if info.folder.is_dir() and any(info.folder.glob("train*")) else "no"
+        present, missing = _presence(info.folder)
         pub = info.published
         print(
             f"{name:<16} {present:<8} {info.mode:<10} {pub.get('n_train', 0):>10,} {pub.get('n_test', 0):>9,} "
             f"{pub.get('n_labels', 0):>8,}  {info.folder}"
+            + (f"  (missing {', '.join(missing)})" if missing else "")
         )
     from xmlbench.paths import datasets_dir
 
@@ -48,6 +50,16 @@ def cmd_data_list(args) -> int:
         present = "yes" if (datasets_dir() / name / "synth.json").is_file() else "no"
         print(f"{name:<16} {present:<8} {'synthetic':<10} (generated on first use: xmlbench data synth {name})")
     return 0
+
+
+def _presence(folder: Path) -> tuple[str, list[str]]:
+    """"yes", "no", or "partial" with the files still missing (a half-unpacked download)."""
+    from xmlbench.data.dataset import missing_files
+
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return "no", []
+    missing = missing_files(folder)
+    return ("partial" if missing else "yes"), missing
 
 
 def cmd_data_check(args) -> int:
@@ -96,7 +108,7 @@ def cmd_data_download(args) -> int:
 def cmd_data_synth(args) -> int:
     from xmlbench.data.synth import write_synthetic
 
-    counts = write_synthetic(args.preset, Path(args.out), seed=args.seed)
+    counts = write_synthetic(args.preset, Path(args.out), seed=args.seed, force=args.force)
     print(json.dumps(counts))
     return 0
 

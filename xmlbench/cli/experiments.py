@@ -39,19 +39,24 @@ def cmd_ablate(args) -> int:
     from xmlbench.cli.results import metric_keys
     from xmlbench.data.dataset import open_dataset
     from xmlbench.experiments import ablate
+    from xmlbench.models import MODELS
     from xmlbench.models.lightxml.model import LightXMLConfig, resolve_mode
     from xmlbench.models.lightxml.variants import VARIANTS
+    from xmlbench.runs.runner import check_user_options
 
     if args.model != "lightxml":
         raise UserError("ablate compares LightXML variants; --model must be lightxml")
     if args.seeds < 1:
-        raise UserError("--seeds must be at least 1")
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     metrics = metric_keys(args.metrics) if args.metrics.strip() else None  # checked before any training
     variants = [v for v in args.variants_list.split(",") if v] or VARIANTS.names()
     for v in variants:
         VARIANTS.canonical(v)
     args.variants = None
     template = options_from_args(args)
+    check_user_options(MODELS.get("lightxml"), template)  # a bad --set fails before the first arm
     ds = open_dataset(args.dataset)
     dataset_mode = resolve_mode(LightXMLConfig(mode=template.overrides.get("mode", "auto")), ds)
     arms = ablate.plan_arms(dataset_mode, args.mode, variants)
@@ -135,18 +140,23 @@ def cmd_ensemble(args) -> int:
 def cmd_ensemble_train(args) -> int:
     from xmlbench.data.dataset import open_dataset
     from xmlbench.experiments.ensemble import ensemble_runs, member_overrides
+    from xmlbench.models import MODELS
     from xmlbench.models.lightxml.model import LightXMLConfig, resolve_mode
+    from xmlbench.outputs import Output, claim_folder, holding_only
     from xmlbench.runs.protocol import protocol_seed
-    from xmlbench.runs.runner import run
+    from xmlbench.runs.runner import check_user_options, run
 
     template = options_from_args(args)
+    check_user_options(MODELS.get("lightxml"), template)
     ds = open_dataset(args.dataset)
     mode = resolve_mode(LightXMLConfig(mode=template.overrides.get("mode", "auto")), ds)
     seed = protocol_seed(args.protocol, args.seed)
     root = Path(args.out) if args.out else Path("runs") / Path(args.dataset).name / "ensemble" / f"seed{seed}"
+    claim_folder(root, Output("ensemble members", adopt=holding_only()), force=args.force)
     members = []
     for name, over in member_overrides(mode):
-        opts = replace(template, out=str(root / name), resume=True, overrides={**template.overrides, **over})
+        opts = replace(template, out=str(root / name), resume=True, force=False,
+                       overrides={**template.overrides, **over})
         members.append(Path(run(opts)["run_dir"]))
     record = ensemble_runs(members, root / "ensemble", args.command_line)
     print_metrics(record)
@@ -168,7 +178,10 @@ def cmd_baselines(args) -> int:
     template = options_from_args(args)
     root = Path(args.root) if args.root else Path("runs") / Path(args.dataset).name / "baselines"
     runs, skipped = run_baselines(template, root)
+    if not runs:
+        raise UserError(f"no baseline finished on {args.dataset}: " + "; ".join(skipped))
     print(render(build_table(runs, reference=True), "md"))
     for s in skipped:
         print(f"skipped: {s}")
+    print(f"{len(runs)} of {len(runs) + len(skipped)} baselines finished; run folders in {root}")
     return 0

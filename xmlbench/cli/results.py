@@ -36,6 +36,8 @@ def add_commands(subparsers) -> None:
     t.add_argument("--out", help="write the table to this file (default: print it)")
     t.add_argument("--plots", metavar="DIR", help="also write PNG plots (label deciles, training curves)")
     t.add_argument("--index", metavar="DIR", help="also write DIR/README.md: every run and its command")
+    t.add_argument("--force", action="store_true",
+                   help="replace --out, DIR/README.md or the plots even if xmlbench did not write them")
     t.set_defaults(func=cmd_table)
 
     c = subparsers.add_parser("compare", help="compare two sets of runs: deltas, paired t-test, bootstrap CI")
@@ -101,6 +103,7 @@ def cmd_table(args) -> int:
     from xmlbench.results.table import build_table, render
 
     metrics = metric_keys(args.metrics)
+    claim_table_outputs(args)  # before the work: a refusal should not come after minutes of plotting
     if args.by_frequency:
         metrics = by_frequency_keys(metrics)
     runs = load_runs([Path(p) for p in args.runs])
@@ -123,6 +126,22 @@ def cmd_table(args) -> int:
         for path in write_plots(dirs, Path(args.plots), cache.test_labels, cache.label_counts):
             print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def claim_table_outputs(args) -> None:
+    from xmlbench.outputs import Output, claim_file, claim_folder
+
+    if args.out:
+        claim_file(Path(args.out), "table", force=args.force)
+    if args.index:
+        claim_file(Path(args.index) / "README.md", "run index", force=args.force)
+    if args.plots:
+        claim_folder(Path(args.plots), Output("plots", adopt=_only_png), force=args.force)
+
+
+def _only_png(folder: Path) -> bool:
+    """A plots folder an older xmlbench wrote: nothing but PNG files."""
+    return all(p.suffix == ".png" for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def comparison(a: list[Path], b: list[Path], metrics: list[str]) -> dict:

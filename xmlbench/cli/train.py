@@ -64,6 +64,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="fraction (<1) or count carved from train (default: the protocol's, 0.1; the "
                         "original protocol: 4000 on clustered datasets)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even if it holds other files, or start an unfinished run over")
     p.add_argument("--init-from", help="start from the weights saved in this run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -87,6 +89,7 @@ def options_from_args(args, **extra):
         preset=args.preset,
         out=args.out or "",
         resume=args.resume,
+        force=args.force,
         init_from=args.init_from or "",
         progress=not args.no_progress,
         overrides=overrides,
@@ -114,6 +117,8 @@ def options_to_argv(opts, command: str = "train") -> list[str]:
         args += ["--select-on", opts.select_on]
     if opts.resume:
         args.append("--resume")
+    if opts.force:
+        args.append("--force")
     if not opts.progress:
         args.append("--no-progress")
     if opts.init_from:

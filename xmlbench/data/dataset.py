@@ -127,6 +127,10 @@ def resolve_dataset_path(name_or_path: str) -> tuple[Path, DatasetInfo | None]:
                 f"dataset {info.name!r} is not in {info.folder}: run 'xmlbench data download {info.name}' "
                 f"or unpack its files ({info.train_texts}, train_labels.txt, ...) there"
             )
+        missing = missing_files(info.folder)
+        if missing:
+            raise UserError(f"dataset {info.name!r} in {info.folder} is incomplete: "
+                            f"missing {', '.join(missing)}")
         return info.folder, info
     from xmlbench.data.synth import PRESETS, write_synthetic
 
@@ -158,6 +162,20 @@ def _synthetic_is_current(folder: Path, preset: str) -> bool:
 
 def _has_files(folder: Path) -> bool:
     return folder.is_dir() and any(folder.glob("train*"))
+
+
+def missing_files(folder: Path) -> list[str]:
+    """The files a dataset folder lacks ([] when complete): the texts and labels of train and test in the
+    LightXML text format, unless the folder holds a bag-of-words train/test pair."""
+    if _bow_files(folder):
+        return []
+    missing = []
+    for split in ("train", "test"):
+        if _find(folder, split, "texts", required=False) is None:
+            missing.append(f"{split}_texts.txt (or {split}_raw_texts.txt)")
+        if _find(folder, split, "labels", required=False) is None:
+            missing.append(f"{split}_labels.txt")
+    return missing
 
 
 def open_dataset(name_or_path: str, progress: bool = False) -> Dataset:
@@ -279,7 +297,8 @@ def carve_validation(train: Split, size: float, seed: int) -> tuple[Split, Split
     n = len(train)
     n_valid = int(round(size * n)) if size < 1 else int(size)
     if not 0 < n_valid < n:
-        raise UserError(f"validation size {size} leaves no training or no validation documents (train has {n})")
+        raise UserError(f"--valid-size {size:g} leaves no training or no validation documents "
+                        f"(train has {n}); use a fraction in (0, 1) or a count below {n}")
     perm = np.random.default_rng(seed).permutation(n)
     valid_idx, train_idx = np.sort(perm[:n_valid]), np.sort(perm[n_valid:])
     return train.subset(train_idx, "train"), train.subset(valid_idx, "valid")

@@ -9,12 +9,17 @@ Memory stays proportional to the CSR result: texts are never held in memory, onl
 line (8 bytes a document), and are read back on demand.
 
 Quirks handled on purpose (and tested): CRLF line ends, trailing blanks, repeated labels on one line
-(kept once), a missing final newline, blank lines after the last document. Errors name the file and line.
+(kept once), a missing final newline, blank lines after the last document, a UTF-8 byte-order mark
+(skipped: it would otherwise become part of the first label or word), tabs between the fields of a
+bag-of-words line. Errors name the file and line. A bag-of-words header is checked against the file and
+against this machine's memory before anything its counts size is allocated: a header that lies
+(``3 5 99999999999``) is one line, not a run of the OOM killer. Feature values must be finite.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +29,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from xmlbench.errors import UserError
+from xmlbench.runtime import available_memory_bytes, human_bytes
 
 CHUNK = 1 << 25  # 32 MiB: big enough for throughput, small enough to bound memory
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, written by some Windows editors
+# Memory that later stages hold per declared label (its name, counts, propensities, a model's per-label
+# arrays) and per declared feature (idf, weights' column index): a deliberately generous estimate.
+BYTES_PER_LABEL = 128
+BYTES_PER_FEATURE = 32
 
 
 @dataclass
@@ -52,6 +63,7 @@ class TextLines:
         """Lines in file order (``rows`` None), or the given rows in the given order."""
         if rows is None:
             with open(self.path, "rb") as f:
+                f.seek(self.offsets[0])  # past a byte-order mark
                 for i, raw in enumerate(f):
                     if i >= len(self):
                         break
@@ -109,6 +121,8 @@ def scan_lines(path: Path, progress: bool = False) -> TextLines:
                 break
             digest.update(block)
             bar.update(len(block))
+            if pos == 0 and block.startswith(BOM):
+                starts[0][0] = len(BOM)  # the first line starts after the mark
             data = carry + block
             cut = data.rfind(b"\n") + 1  # validate whole lines only: a UTF-8 char may straddle blocks
             whole, carry = data[:cut], data[cut:]
@@ -183,6 +197,8 @@ def read_label_lines(path: Path, vocab: LabelVocab, progress: bool = False) -> L
         for lineno, raw in enumerate(f, 1):
             digest.update(raw)
             bar.update(len(raw))
+            if lineno == 1:
+                raw = raw.removeprefix(BOM)
             try:
                 names = raw.decode("utf-8").split()
             except UnicodeDecodeError:
@@ -221,7 +237,7 @@ def read_bow(path: Path, progress: bool = False) -> tuple[sp.csr_matrix, list[li
     with open(path, "rb") as f:
         header = f.readline()
         digest.update(header)
-        parts = header.split()
+        parts = header.removeprefix(BOM).split()
         if len(parts) != 3 or not all(p.isdigit() for p in parts):
             raise UserError(
                 f"{path}:1: malformed header {header.decode('utf-8', 'replace').strip()!r}; "
@@ -244,6 +260,7 @@ def read_bow(path: Path, progress: bool = False) -> tuple[sp.csr_matrix, list[li
         bar.close()
     if len(labels) != n_points:
         raise UserError(f"{path}: header says {n_points} points but the file has {len(labels)} lines")
+    check_declared_sizes(path, n_labels, n_features)
     X = sp.csr_matrix(
         (np.frombuffer(feat_val, np.float32), np.frombuffer(feat_idx, np.int32), np.frombuffer(indptr, np.int64)),
         shape=(n_points, n_features),
@@ -252,10 +269,23 @@ def read_bow(path: Path, progress: bool = False) -> tuple[sp.csr_matrix, list[li
     return X, labels, digest.hexdigest(), n_labels
 
 
+def check_declared_sizes(path: Path, n_labels: int, n_features: int) -> None:
+    """Refuse a header whose label and feature counts would need more memory than this machine has
+    (every later stage allocates arrays of those sizes), before the first such allocation."""
+    need = n_labels * BYTES_PER_LABEL + n_features * BYTES_PER_FEATURE
+    have = available_memory_bytes()
+    if need > have:
+        raise UserError(
+            f"{path}:1: the header declares {n_labels:,} labels and {n_features:,} features, which "
+            f"need about {human_bytes(need)} of per-label and per-feature arrays; this machine has "
+            f"{human_bytes(have)} available (is the header wrong?)"
+        )
+
+
 def _parse_bow_line(line, path, lineno, n_features, n_labels, feat_idx, feat_val) -> list[int]:
-    tokens = line.split(" ")
+    tokens = line.split()  # spaces, or tabs: the fields are the same
     label_part = tokens[0] if tokens and ":" not in tokens[0] else ""
-    feats = tokens[1:] if label_part or (tokens and tokens[0] == "") else tokens
+    feats = tokens[1:] if label_part else tokens
     try:
         ids = sorted({int(x) for x in label_part.split(",") if x}) if label_part else []
     except ValueError:
@@ -274,6 +304,8 @@ def _parse_bow_line(line, path, lineno, n_features, n_labels, feat_idx, feat_val
             raise UserError(f"{path}:{lineno}: malformed feature {tok!r}; expected 'index:value'") from None
         if not sep or fi < 0 or fi >= n_features:
             raise UserError(f"{path}:{lineno}: feature {tok!r} out of range [0, {n_features})")
+        if not math.isfinite(fv):
+            raise UserError(f"{path}:{lineno}: feature {tok!r} has a value that is not a finite number")
         feat_idx.append(fi)
         feat_val.append(fv)
     return ids

@@ -33,6 +33,8 @@ stays at a few hundred MB and synth-amazon670k takes about a minute.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import zlib
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -41,7 +43,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from xmlbench.io import atomic_path
+from xmlbench.errors import UserError
+from xmlbench.io import atomic_path, make_tmp_dir, naming
+from xmlbench.outputs import Output, writing
 from xmlbench.registry import Registry
 
 FORMAT = "xmlbench-synth/1"
@@ -157,15 +161,48 @@ PRESETS.register("synth-wiki500k", SynthSpec(
 # Public entry point
 
 
-def write_synthetic(preset: str, out_dir: str | Path, seed: int = 0, progress: bool = True) -> dict:
-    """Generate preset ``preset`` with ``seed`` into ``out_dir``; return the counts (also in synth.json)."""
+def write_synthetic(preset: str, out_dir: str | Path, seed: int = 0, progress: bool = True,
+                    force: bool = False) -> dict:
+    """Generate preset ``preset`` with ``seed`` into ``out_dir``; return the counts (also in synth.json).
+
+    All or nothing: the files are generated in a temporary folder inside ``out_dir`` and moved into
+    place only once every one of them is complete (a full disk leaves no partial dataset behind).
+    ``out_dir`` must be new, empty, or this same synthetic dataset (preset and seed), unless ``force``.
+    """
     spec = PRESETS.get(preset)
     preset = PRESETS.canonical(preset)
+    if not 0 <= seed < 2**63:
+        raise UserError(f"option --seed must be in [0, 2**63), got {seed}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # A stale synth.json must not vouch for files we are about to replace.
-    (out / "synth.json").unlink(missing_ok=True)
+    target = Output("dataset", ident=f"synthetic {preset}, seed {seed}", adopt=is_synthetic_folder)
+    with writing(out, target, force=force):
+        tmp = make_tmp_dir(out, "synth")
+        try:
+            counts = _generate(spec, preset, seed, tmp, progress)
+            _move_into_place(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return counts
 
+
+def is_synthetic_folder(folder: Path) -> bool:
+    """A synthetic dataset an older xmlbench wrote (before output markers): its synth.json."""
+    try:
+        return json.loads((folder / "synth.json").read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Data files first, synth.json last: until it is there, the folder does not claim to be complete."""
+    (out / "synth.json").unlink(missing_ok=True)  # a stale one must not vouch for files being replaced
+    names = sorted(p.name for p in tmp.iterdir() if p.name != "synth.json") + ["synth.json"]
+    for name in names:
+        with naming(out / name):
+            os.replace(tmp / name, out / name)
+
+
+def _generate(spec: SynthSpec, preset: str, seed: int, out: Path, progress: bool) -> dict:
     world_rng, train_rng, test_rng = (np.random.default_rng(s) for s in _seed_sequence(preset, seed).spawn(3))
     world = _build_world(spec, world_rng)
     train_counts, test_counts = _label_counts(spec, world, world_rng)

@@ -19,12 +19,12 @@ corpus of millions of documents needs no RAM beyond one batch.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,12 +37,13 @@ import torch
 from tqdm import tqdm
 
 from xmlbench.errors import UserError
-from xmlbench.io import read_json, write_json
+from xmlbench.io import make_tmp_dir, read_json_object, write_json
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 IDS_FILE = "input_ids.npy"
 LENGTHS_FILE = "lengths.npy"
+META_KEYS = ("format_version", "n_docs", "max_len", "pad_id", "padding_side")
 
 
 @dataclass
@@ -59,14 +60,26 @@ class TokenCache:
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> TokenCache:
-        """Map a finished cache folder read-only (no data is read until it is indexed)."""
+        """Map a finished cache folder read-only (no data is read until it is indexed). A damaged folder
+        (truncated arrays, shapes that disagree with meta.json) is a UserError naming it."""
         folder = Path(folder)
-        meta = read_json(folder / META_FILE)
+        meta = read_json_object(folder / META_FILE, required=META_KEYS)
+        try:
+            ids = np.load(folder / IDS_FILE, mmap_mode="r")
+            lengths = np.load(folder / LENGTHS_FILE, mmap_mode="r")
+        except (ValueError, EOFError, FileNotFoundError) as e:
+            raise UserError(f"{folder}: damaged token cache ({type(e).__name__}); "
+                            "delete the folder") from None
+        n, width = int(meta["n_docs"]), int(meta["max_len"])
+        if ids.shape != (n, width) or lengths.shape != (n,) or ids.dtype != np.int32 or \
+                (n and not 0 <= int(lengths.min()) <= int(lengths.max()) <= width):
+            raise UserError(f"{folder}: damaged token cache (arrays disagree with {META_FILE}); "
+                            "delete the folder")
         return cls(
             folder=folder,
-            input_ids=np.load(folder / IDS_FILE, mmap_mode="r"),
-            lengths=np.load(folder / LENGTHS_FILE, mmap_mode="r"),
-            max_len=int(meta["max_len"]),
+            input_ids=ids,
+            lengths=lengths,
+            max_len=width,
             pad_id=int(meta["pad_id"]),
             padding_side=str(meta["padding_side"]),
             meta=meta,
@@ -95,7 +108,13 @@ class TokenCache:
         if isinstance(indices, torch.Tensor):
             indices = indices.cpu().numpy()
         rows = np.asarray(indices, dtype=np.int64)
-        ids = torch.from_numpy(np.asarray(self.input_ids[rows], dtype=np.int64))
+        block = np.asarray(self.input_ids[rows], dtype=np.int64)
+        vocab = int(self.meta.get("vocab_size", 0) or 0)
+        # checked here: torch would fail with an IndexError deep inside the embedding
+        if vocab and block.size and (block.min() < 0 or block.max() >= vocab):
+            raise UserError(f"{self.folder}: damaged token cache (a token id outside the vocabulary "
+                            f"of {vocab}); delete the folder")
+        ids = torch.from_numpy(block)
         lengths = torch.from_numpy(np.asarray(self.lengths[rows], dtype=np.int64))
         if trim and len(rows):
             width = max(int(lengths.max()), 1)
@@ -138,11 +157,12 @@ def build_token_cache(
         "lowercase": lowercase,
     }
     if _is_complete(folder, expected):
-        return TokenCache.open(folder)
+        try:
+            return TokenCache.open(folder)
+        except UserError:
+            pass  # damaged (a disk error, a hand edit): it is only a cache, so build it again below
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=cache_dir))
-    _make_shareable(tmp)
+    tmp = make_tmp_dir(cache_dir, folder.name)  # swept like every temporary file if this process is killed
     try:
         stats = _tokenise_into(tmp, texts, n_docs, tokenizer, max_len, lowercase, batch_size, progress)
         meta = {
@@ -211,6 +231,8 @@ def _tokenise_into(
     pad_id, left_padded = _pad_id(tokenizer), _padding_side(tokenizer) == "left"
     ids = np.lib.format.open_memmap(folder / IDS_FILE, mode="w+", dtype=np.int32, shape=(n_docs, max_len))
     lengths = np.lib.format.open_memmap(folder / LENGTHS_FILE, mode="w+", dtype=np.int32, shape=(n_docs,))
+    for name in (IDS_FILE, LENGTHS_FILE):
+        _reserve(folder / name)
     start_time = time.perf_counter()
     done = 0
     bar = tqdm(total=n_docs, unit="docs", unit_scale=True, desc="tokenising", disable=not progress)
@@ -251,6 +273,19 @@ def _tokenise_into(
     return stats
 
 
+def _reserve(path: Path) -> None:
+    """Allocate the disk blocks of a freshly created (sparse) memory map now: on a full disk that is an
+    OSError naming the file, where a write into the map would kill the process with SIGBUS later."""
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # a file system without it
+                raise OSError(e.errno, e.strerror, str(path)) from None
+        except AttributeError:  # not on Linux
+            pass
+
+
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
@@ -262,14 +297,17 @@ def _is_complete(folder: Path, expected: dict[str, Any]) -> bool:
     meta_path = folder / META_FILE
     if not meta_path.is_file():
         return False
-    meta = read_json(meta_path)
+    try:
+        meta = read_json_object(meta_path, required=META_KEYS)
+    except UserError:
+        return False  # damaged: stale
     return all(meta.get(key) == value for key, value in expected.items())
 
 
 def _move_into_place(tmp: Path, folder: Path, expected: dict[str, Any]) -> None:
     """Rename the finished temporary folder to its final name, replacing a stale one."""
     if folder.exists():
-        if _is_complete(folder, expected):
+        if _is_complete(folder, expected) and _opens(folder):
             return  # another process finished the same cache meanwhile: keep theirs, drop ours
         shutil.rmtree(folder)
     try:
@@ -279,11 +317,12 @@ def _move_into_place(tmp: Path, folder: Path, expected: dict[str, Any]) -> None:
             raise
 
 
-def _make_shareable(folder: Path) -> None:
-    """mkdtemp makes the folder private (0700); give the finished cache the usual umask permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
+def _opens(folder: Path) -> bool:
+    try:
+        TokenCache.open(folder)
+        return True
+    except UserError:
+        return False
 
 
 def _pad_id(tokenizer: Any) -> int:

@@ -45,6 +45,16 @@ class LoadedEncoder:
     n_layers: int  # transformer layers; len(hidden_states) == n_layers + 1
     cls_position: str  # 'first' or 'last' (XLNet)
 
+    @property
+    def max_tokens(self) -> int | None:
+        """The longest input its position embeddings cover (None: no such limit, e.g. XLNet)."""
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if not positions:
+            return None
+        # RoBERTa-style models number positions from padding_idx + 1: two fewer usable positions.
+        offset = 2 if self.model.config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+        return int(positions) - offset
+
 
 def load_tokenizer(name: str | EncoderSpec) -> Any:
     """The encoder's tokenizer alone (no model weights), for tokenising a corpus into the token cache."""
@@ -116,14 +126,31 @@ def _from_pretrained(load: Callable[..., Any], location: str, spec: EncoderSpec)
     about half a minute, logging each attempt.
     """
     from_hub = not Path(location).is_dir()
+    if not from_hub:
+        _check_encoder_folder(Path(location), spec)
     local_only = from_hub and (_offline_requested() or not _hub_reachable())
     try:
         return load(location, local_files_only=True) if local_only else load(location)
     except (OSError, ValueError) as e:
         if local_only:
             raise UserError(_cannot_download_message(spec, location)) from e
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"encoder {spec.name!r} ({location}) cannot be loaded: {reason}") from e
+        raise UserError(f"encoder {spec.name!r} ({location}) cannot be loaded: {one_line(e)}") from e
+
+
+def _check_encoder_folder(folder: Path, spec: EncoderSpec) -> None:
+    """A local encoder folder holds what ``save_pretrained`` writes; say what is missing, in full."""
+    if not (folder / "config.json").is_file():
+        found = ", ".join(sorted(p.name for p in folder.iterdir())[:5]) or "nothing"
+        raise UserError(f"encoder {spec.name!r}: {folder} holds no model config.json (found: {found}); an "
+                        "encoder folder holds config.json, the weights and the tokenizer files that "
+                        "save_pretrained writes")
+
+
+def one_line(e: BaseException, limit: int = 400) -> str:
+    """An exception's whole message on one line (transformers' messages span several, and the first
+    alone is often cut mid-sentence)."""
+    text = " ".join(part.strip() for part in str(e).splitlines() if part.strip()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _cannot_download_message(spec: EncoderSpec, location: str) -> str:

@@ -1,25 +1,73 @@
 """Checkpoints as plain tensors, numbers, strings, lists and dicts: loadable with
-``torch.load(weights_only=True)``, so loading never runs pickled code. Written atomically."""
+``torch.load(weights_only=True)``, so loading never runs pickled code. Written atomically.
+
+Loading a file that is empty, truncated, not a checkpoint, or one that holds pickled objects is one line
+naming the file. torch's own message for the last case advises ``weights_only=False``, i.e. running the
+file's code; that advice is never passed on.
+"""
 
 from __future__ import annotations
 
+import errno
+import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from xmlbench.errors import UserError
 from xmlbench.io import atomic_path
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch reports a failed write (full disk, file too large) this way
+            if "inline_container" not in str(e) and "write" not in str(e):
+                raise
+            raise OSError(errno.EIO, "could not write the checkpoint (disk full or file size limit?)",
+                          str(path)) from None
 
 
 def load(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty checkpoint (its write was cut short); delete it or rerun")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"{path}: holds pickled objects, not only tensors and plain values; xmlbench does "
+                        "not load such files (they can run code)") from None
+    except (RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile, AttributeError, IndexError):
+        raise UserError(f"{path}: not a readable checkpoint (truncated or damaged); "
+                        "delete it or rerun") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not an xmlbench checkpoint (it holds a {type(state).__name__})")
+    return state
+
+
+def require(state: dict[str, Any], keys: tuple[str, ...], path: Path) -> dict[str, Any]:
+    """``state`` if it has every key; else one line naming the file and the first key it lacks."""
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise UserError(f"{path}: not an xmlbench checkpoint of this kind (no {missing[0]!r} entry)")
+    return state
+
+
+def load_into(net: torch.nn.Module, weights: dict[str, Any], path: Path, strict: bool = True):
+    """``net.load_state_dict(weights)``; weights of other shapes or names are one line naming the file."""
+    try:
+        return net.load_state_dict(weights, strict=strict)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()]
+        detail = lines[0] if lines else str(e).splitlines()[0]
+        raise UserError(f"{path}: its weights do not fit this model ({detail[:300]})") from None
 
 
 def rng_state() -> dict[str, Any]:

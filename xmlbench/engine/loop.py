@@ -29,6 +29,7 @@ from xmlbench.engine import checkpoint as ckpt
 from xmlbench.engine import distributed as dist
 from xmlbench.engine.batches import Batch, chunk, epoch_order
 from xmlbench.engine.swa import SWA
+from xmlbench.errors import UserError
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -46,6 +47,7 @@ class TrainState:
     done: bool = False
     dropout_off: bool = False  # eval_mode_after_eval: a mid-epoch selection switched dropout off this epoch
     train_seconds: float = 0.0  # wall time spent training up to the last checkpoint, over every resume
+    history_bytes: int = -1  # length of history.jsonl at this checkpoint (-1: unknown, older checkpoints)
 
 
 @dataclass
@@ -119,11 +121,13 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
     if session.resume and (run_dir / CHECKPOINT).is_file():
         state = _restore(run_dir / CHECKPOINT, net, optimizer, swa, precision)
         log(f"resumed at epoch {state.epoch}, batch {state.batch}, step {state.step}")
+    else:
+        state.history_bytes = 0  # a fresh start: no earlier history belongs to this run
 
     # A resumed run reports its whole training time: the earlier sessions up to their last checkpoint
     # (a killed session's time after it is dropped; that work is redone here) plus this one.
     clock = _TrainClock(state.train_seconds)
-    history = open(run_dir / HISTORY, "a", encoding="utf-8") if dist.is_main() else open(os.devnull, "w")
+    history = _open_history(run_dir / HISTORY, state.history_bytes)
     stop = state.done
     while not stop and state.epoch < cfg.epochs:
         if state.epoch >= cfg.swa_warmup >= 0 and not swa.active:
@@ -160,7 +164,7 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
                 continue
             stop = bool(cfg.max_steps) and state.step >= cfg.max_steps
             if stop or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
-                state.train_seconds = clock.total()
+                state.train_seconds, state.history_bytes = clock.total(), _flushed_size(history)
                 _checkpoint(run_dir, net, optimizer, swa, precision, state, model)
             if stop:
                 break
@@ -169,10 +173,26 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
             state.epoch, state.batch, state.dropout_off = state.epoch + 1, 0, False
         _select(model, net, swa, state, run_dir, cfg, history, log)
         state.done = stop or state.epoch >= cfg.epochs
-        state.train_seconds = clock.total()
+        state.train_seconds, state.history_bytes = clock.total(), _flushed_size(history)
         _checkpoint(run_dir, net, optimizer, swa, precision, state, model)
     history.close()
     return {**_finish(model, net, swa, state, run_dir), "optimizer_state": optimizer.state_dict()}
+
+
+def _open_history(path: Path, keep_bytes: int):
+    """history.jsonl cut back to what it held at the checkpoint we start from: the lines a killed
+    session wrote after that checkpoint are written again by this one, so every step appears exactly once
+    (and a fresh start drops a previous run's lines). Only rank 0 writes it."""
+    if not dist.is_main():
+        return open(os.devnull, "w")
+    if keep_bytes >= 0 and path.exists() and path.stat().st_size > keep_bytes:
+        os.truncate(path, keep_bytes)
+    return open(path, "a", encoding="utf-8")
+
+
+def _flushed_size(history) -> int:
+    history.flush()
+    return os.fstat(history.fileno()).st_size
 
 
 class _TrainClock:
@@ -298,7 +318,8 @@ def _finish(model: Trainable, net, swa: SWA, state: TrainState, run_dir: Path) -
     """Leave the selected weights in the net: the best evaluated ones, else the (averaged) final ones."""
     dist.barrier()  # rank 0 has written the best weights
     if (run_dir / BEST).is_file() and state.best_step >= 0:
-        net.load_state_dict(ckpt.load(run_dir / BEST)["net"])
+        best = ckpt.require(ckpt.load(run_dir / BEST), ("net",), run_dir / BEST)
+        ckpt.load_into(net, best["net"], run_dir / BEST)
     elif swa.active:
         with torch.no_grad():
             params = dict(net.named_parameters())
@@ -326,18 +347,25 @@ def _checkpoint(run_dir: Path, net, optimizer, swa: SWA, precision: Precision, s
     })
 
 
+RESUME_KEYS = ("net", "optimizer_state_dict", "swa_state", "train_state", "rng")
+
+
 def _restore(path: Path, net, optimizer, swa: SWA, precision: Precision) -> TrainState:
-    saved = ckpt.load(path)
-    net.load_state_dict(saved["net"])
-    optimizer.load_state_dict(saved["optimizer_state_dict"])
-    swa.load_state_dict(saved["swa_state"])
+    saved = ckpt.require(ckpt.load(path), RESUME_KEYS, path)
+    ckpt.load_into(net, saved["net"], path)
+    try:
+        optimizer.load_state_dict(saved["optimizer_state_dict"])
+        swa.load_state_dict(saved["swa_state"])
+        state = TrainState(**saved["train_state"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: its optimiser or training state does not fit this run ({e})") from None
     if precision.scaler and saved.get("scaler"):
         precision.scaler.load_state_dict(saved["scaler"])
     per_rank = saved.get("rng_per_rank") or [saved["rng"]]
     if len(per_rank) != dist.world_size():
-        raise RuntimeError(f"{path} was written by {len(per_rank)} process(es); resume with the same number")
+        raise UserError(f"{path} was written by {len(per_rank)} process(es); resume with the same number")
     ckpt.set_rng_state(per_rank[dist.rank()])
-    return TrainState(**saved["train_state"])
+    return state
 
 
 def _bar(total: int, initial: int, desc: str, enabled: bool):

@@ -23,11 +23,14 @@ from pathlib import Path
 
 from xmlbench.errors import UserError
 from xmlbench.models.lightxml.variants import VARIANTS
+from xmlbench.outputs import Output, claim_folder, holding_only
 from xmlbench.runs import record as rec
 from xmlbench.runs.runner import RunOptions, run, save_initial_weights
 from xmlbench.runtime import usable_cores
 
 BASE = "base"
+# A sweep's root holds one folder per arm, the initial weights and the tables.
+ABLATION_OUTPUT = Output("ablation", adopt=holding_only("ablation.md", "ablation.csv"))
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,9 @@ def arm_options(template: RunOptions, arm: Arm, seed: int, root: Path) -> RunOpt
     overrides = dict(template.overrides)
     overrides["variants"] = list(arm.variants)
     overrides["mode"] = arm.mode
+    # --force claims the sweep's root; it never starts the finished arms over (resume and force exclude)
     return replace(template, seed=seed, out=str(arm_dir(root, arm, seed)), overrides=overrides, resume=True,
-                   init_from=str(init_path(root, arm.mode, seed)), model="lightxml")
+                   force=False, init_from=str(init_path(root, arm.mode, seed)), model="lightxml")
 
 
 def run_ablation(template: RunOptions, arms: list[Arm], seeds: list[int], root: Path, jobs: int = 1,
@@ -83,11 +87,14 @@ def run_ablation(template: RunOptions, arms: list[Arm], seeds: list[int], root: 
 
     With ``jobs`` > 1 the arms run as separate processes, each started with ``command_for(options)`` (the
     CLI passes its own inverse of argument parsing, so the library never builds command lines itself)."""
+    claim_folder(root, ABLATION_OUTPUT, force=template.force)
+    template = replace(template, force=False)
     for mode in sorted({a.mode for a in arms}):
         for seed in seeds:
             path = init_path(root, mode, seed)
             if not path.is_file():
-                base = replace(template, seed=seed, overrides={**template.overrides, "variants": [], "mode": mode})
+                base = replace(template, seed=seed, resume=False,
+                               overrides={**template.overrides, "variants": [], "mode": mode})
                 log(f"initial weights for {mode} mode, seed {seed} -> {path}")
                 save_initial_weights(base, path)
     todo = [(a, s) for a in arms for s in seeds if not rec.is_complete(arm_dir(root, a, s))]
@@ -125,7 +132,8 @@ def threads_per_job_env(jobs: int) -> dict[str, str]:
 def init_options(template: RunOptions, mode: str, seed: int, root: Path) -> RunOptions:
     """The options of ``xmlbench init`` that writes the shared initial weights of (mode, seed)."""
     return replace(template, seed=seed, overrides={**template.overrides, "variants": [], "mode": mode},
-                   out=str(init_path(root, mode, seed)), init_from="", resume=False, model="lightxml")
+                   out=str(init_path(root, mode, seed)), init_from="", resume=False, force=False,
+                   model="lightxml")
 
 
 def write_tables(

@@ -193,8 +193,8 @@ def run_sides(sides: list[Side], repo: Path, template: RunOptions, seeds: list[i
 
 
 # What makes two runs the same experiment; where they are, how they print and whether they resumed do not.
-SAME_OPTIONS = ("dataset", "model", "seed", "valid_size", "select_on", "preset", "init_from", "overrides",
-                "config_file")
+SAME_OPTIONS = ("dataset", "model", "protocol", "seed", "valid_size", "select_on", "preset", "init_from",
+                "overrides", "config_file")
 
 
 def check_same_options(run_dir: Path, wanted: RunOptions) -> None:
@@ -206,7 +206,10 @@ def check_same_options(run_dir: Path, wanted: RunOptions) -> None:
     if stored is None:
         return
     want = json.loads(json.dumps(to_dict(wanted)))  # as a record stores them (tuples become lists)
-    differ = [k for k in SAME_OPTIONS if k in stored and k in want and stored[k] != want[k]]
+    # None (--seed, --select-on, --valid-size left open) is the protocol's to choose; the record holds
+    # what it chose, and the protocol itself is compared.
+    differ = [k for k in SAME_OPTIONS if k in stored and k in want and want[k] is not None
+              and stored[k] != want[k]]
     if differ:
         shown = "; ".join(f"{k} {stored[k]!r} there, {want[k]!r} now" for k in differ)
         raise UserError(f"{run_dir} holds a run with other train options ({shown}): give this comparison "

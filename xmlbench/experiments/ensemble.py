@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from xmlbench.data.labels import Truth, match_labels, remap_ids, union_names
 from xmlbench.errors import UserError
 from xmlbench.metrics import TOP_K, evaluate
+from xmlbench.outputs import Output, writing
 from xmlbench.runs import record as rec
 
 
@@ -59,6 +60,17 @@ def sum_by_label_name(run_dirs: list[Path], truth: Truth) -> tuple[np.ndarray, n
 def ensemble_runs(run_dirs: list[Path], out: Path, command: str = "") -> dict:
     if len(run_dirs) < 2:
         raise UserError("an ensemble needs at least two finished runs")
+    for d in run_dirs:
+        if not rec.is_complete(d):
+            raise UserError(f"{d}: not a finished run (no {rec.RECORD}); an ensemble combines finished runs")
+        if Path(out).resolve() == Path(d).resolve():
+            raise UserError(f"--out {out} is one of the members; the ensemble needs its own folder")
+    target = Output("ensemble", ident=" + ".join(str(Path(d).resolve()) for d in run_dirs))
+    with writing(out, target, command=command):
+        return _ensemble_into(run_dirs, out, command)
+
+
+def _ensemble_into(run_dirs: list[Path], out: Path, command: str) -> dict:
     records = [rec.read_record(d) for d in run_dirs]
     tests = {r["dataset"]["test_fingerprint"] for r in records}
     if len(tests) != 1:
@@ -69,7 +81,6 @@ def ensemble_runs(run_dirs: list[Path], out: Path, command: str = "") -> dict:
     names, ids, scores = sum_by_label_name(run_dirs, Truth.test_of(ds))
     on_ds = remap_ids(ids, names, ds.label_names)  # labels the dataset lacks: -1, misses
     metrics = evaluate(on_ds, ds.test.labels, inv_propensity=ds.inv_propensity(), coverage=True)  # as a run
-    out.mkdir(parents=True, exist_ok=True)
     rec.write_predictions(out, ids, scores, names)
     first = records[0]
     selections = sorted({r["selection"]["split"] for r in records})

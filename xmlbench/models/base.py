@@ -42,6 +42,25 @@ class FitContext:
     log: Callable[[str], None] = print
 
 
+def read_model_meta(folder: Path, name: str, config_cls: type) -> tuple[dict[str, Any], Any]:
+    """A saved model's ``model.json`` and its config, checked: another model's folder, a damaged file or
+    a config this version refuses are one line naming the file."""
+    from xmlbench.config import from_dict
+    from xmlbench.errors import UserError
+    from xmlbench.io import read_json_object
+
+    path = Path(folder) / "model.json"
+    if not path.is_file():
+        raise UserError(f"{path}: not found (no saved model here)")
+    meta = read_json_object(path, required=("model", "config"))
+    if meta["model"] != name:
+        raise UserError(f"{path}: holds a {meta['model']} model, not {name}")
+    try:
+        return meta, from_dict(config_cls, meta["config"])
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
 class Model(ABC):
     """A trained-or-trainable XMC model; ``config`` is its frozen config dataclass."""
 

@@ -5,16 +5,27 @@ classifier_state_dict, optimizer_state_dict) as plain tensors + JSON."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from xmlbench.config import from_dict, to_dict
+from xmlbench.config import (
+    Count,
+    Dropout,
+    NonNegative,
+    NonNegativeFloat,
+    Positive,
+    Range,
+    Rule,
+    from_dict,
+    to_dict,
+)
 from xmlbench.data.dataset import Dataset, Split
 from xmlbench.data.labels import in_label_space
 from xmlbench.engine import checkpoint as ckpt
@@ -28,46 +39,87 @@ from xmlbench.paths import cache_dir
 
 MODEL_FILE = "checkpoint.pt"
 LOWERCASE = {"auto": None, "always": True, "never": False}  # config lowercase -> build_token_cache's
+MODEL_KEYS = ("config", "hierarchy", "encoder_state_dict", "classifier_state_dict")  # the seed's schema
+
+
+def selectable_metric(name: str) -> str | None:
+    """The loop selects on metrics it computes itself: no propensities, k in KS (checked at config time,
+    not after the first epoch)."""
+    from xmlbench.metrics import KS, METRICS
+
+    allowed = [f"{n}@{k}" for n, spec in METRICS.items() if not spec.needs_propensity for k in KS]
+    if name in allowed:
+        return None
+    return f"must be one of the metrics the loop evaluates ({', '.join(allowed)})"
+
+
+DEVICE_NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def device_name(name: str) -> str | None:
+    """Syntax only; whether the device exists is checked when the model is built (``check_device``)."""
+    return None if DEVICE_NAME.match(name) else "must be auto, cpu, cuda, cuda:N or mps"
+
+
+# Sizes with an upper bound: beyond these a value is a typo, and would allocate without limit first.
+Width = Annotated[int, Range(1, 65_536)]
+Workers = Annotated[int, Range(0, 256)]  # each worker is a process
 
 
 @dataclass(frozen=True)
 class NeuralConfig:
-    """Training options shared by all neural models (LightXML's recipe by default)."""
+    """Training options shared by all neural models (LightXML's recipe by default). Every bound is in the
+    field's type (``xmlbench.config``); ``max_len`` is also checked against the encoder once it is loaded."""
 
-    encoder: str = "bert-base"
-    max_len: int = 512
-    epochs: int = 25
-    batch_size: int = 16
-    accumulate: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 0  # optimiser steps of linear learning-rate warm-up (0 = none, the original)
+    encoder: str = "bert-base"  # a registered name, a folder or a hub id: checked when loaded
+    max_len: Annotated[int, Range(2)] = 512  # room for [CLS] and [SEP]; at most the encoder's positions
+    epochs: Count = 25
+    batch_size: Count = 16
+    accumulate: Count = 1
+    lr: NonNegativeFloat = 1e-4  # 0 freezes the weights (the ablation test uses it to see initial weights)
+    weight_decay: NonNegativeFloat = 0.01
+    warmup_steps: NonNegative = 0  # optimiser steps of linear learning-rate warm-up (0 = none, the original)
     lr_schedule: Literal["constant", "linear"] = "constant"  # after warm-up: constant, or linear decay to 0
-    swa_warmup: int = 10  # epoch from which SWA folds weights in; -1 turns SWA off
-    swa_step: int = 200  # optimiser steps (or batches, see swa_count) between folds
+    swa_warmup: Annotated[int, Range(-1)] = 10  # epoch from which SWA folds weights in; -1 turns SWA off
+    swa_step: Count = 200  # optimiser steps (or batches, see swa_count) between folds
     # "steps": fold every swa_step optimiser steps, counted over the whole run; "batches": the original's
     # count, every swa_step batches of the epoch counted from 0 (with accumulate=2 that is twice as often)
     swa_count: Literal["steps", "batches"] = "steps"
-    eval_every: int = 0  # optimiser steps (or batches, see eval_count) between selections; 0 = epoch end only
+    eval_every: NonNegative = 0  # optimiser steps (or batches, see eval_count) between selections; 0: epoch ends
     # "batches": the original's count, after batch eval_every, 2*eval_every, ... of each epoch (from 0)
     eval_count: Literal["steps", "batches"] = "steps"
     # The original's trick: after a mid-epoch selection, dropout stays off until the epoch ends
     eval_mode_after_eval: bool = False
-    adam_eps: float = 1e-8  # AdamW's epsilon; the original's transformers.AdamW defaults to 1e-6
-    eval_batch_size: int = 64
-    max_steps: int = 0  # stop after this many optimiser steps (0 = no limit); for smoke runs/benchmarks
-    checkpoint_every: int = 200  # optimiser steps between resumable checkpoints (and at each epoch end)
-    select_metric: str = "P@5"
+    adam_eps: Positive = 1e-8  # AdamW's epsilon; the original's transformers.AdamW defaults to 1e-6
+    eval_batch_size: Count = 64
+    max_steps: NonNegative = 0  # stop after this many optimiser steps (0 = no limit); smoke runs, benchmarks
+    checkpoint_every: NonNegative = 200  # optimiser steps between resumable checkpoints (0: epoch ends only)
+    select_metric: Annotated[str, Rule(selectable_metric)] = "P@5"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     tf32: bool = True
-    device: str = "auto"
-    num_workers: int = 0  # data-loader workers (useful on a GPU)
+    device: Annotated[str, Rule(device_name)] = "auto"
+    num_workers: Workers = 0  # data-loader workers (useful on a GPU)
     compile: bool = False  # torch.compile the training step (on an H100: 448 -> 593 docs/s, bert-base, 512)
-    dropout: float = 0.5
-    encoder_dropout: float = -1.0  # dropout inside the encoder; negative keeps the encoder's own
+    dropout: Dropout = 0.5
+    # dropout inside the encoder; negative keeps the encoder's own
+    encoder_dropout: Annotated[float, Range(-1, 1, hi_open=True)] = -1.0
     # Lower-case texts before tokenising: "auto" only for tokenizers that lower-case themselves (uncased
     # vocabularies); "always" as the original does for every encoder, roberta and xlnet included
     lowercase: Literal["auto", "always", "never"] = "auto"
+
+
+def check_device(name: str) -> None:
+    """The configured device must exist here (found now, not when the first batch moves to it)."""
+    if name in ("auto", "cpu"):
+        return
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            have = f"only {count} CUDA device(s) (cuda:0..cuda:{count - 1})" if count else "no CUDA device"
+            raise UserError(f"config key 'device' is {name!r} but this machine has {have}")
+    elif name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("config key 'device' is 'mps' but MPS is not available on this machine")
 
 
 def net_state(saved: dict[str, Any]) -> dict[str, Any]:
@@ -86,15 +138,43 @@ class NeuralModel(Model):
 
         if not dataset.has_texts:
             raise UserError(f"{self.name} needs texts; {dataset.name} is a bag-of-words dataset")
+        check_device(config.device)
         self.dataset = dataset
         self.encoder = load_encoder(config.encoder, seed=torch.initial_seed() % 2**31)
+        self.check_encoder_fits()
         if config.encoder_dropout >= 0:
             for module in self.encoder.model.modules():
                 if isinstance(module, nn.Dropout):
                     module.p = config.encoder_dropout
+        self.check_memory(dataset)
         self.net = self.build_net(dataset)
         self._caches: dict[str, Any] = {}
         self._optimizer_state: dict[str, Any] = {}  # the final optimiser state, once fit has run
+
+    def check_encoder_fits(self) -> None:
+        """Config values that depend on the encoder, checked once it is loaded and before any training:
+        a longer input than its position embeddings would fail inside the first batch."""
+        limit = self.encoder.max_tokens
+        if limit is not None and self.config.max_len > limit:
+            raise UserError(f"config key 'max_len' is {self.config.max_len} but encoder "
+                            f"{self.encoder.name!r} reads at most {limit} tokens")
+
+    def check_memory(self, dataset: Dataset) -> None:
+        """Refuse a model too large for this machine before allocating it (hidden=65536 on 670k labels
+        would be 175 GB, found by the OOM killer): the net is first built on the meta device, which counts
+        its parameters without allocating them. Training holds each parameter about five times (weights,
+        gradients, two AdamW moments, the SWA mean), four bytes each."""
+        from xmlbench.runtime import available_memory_bytes, human_bytes
+
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):  # the RNG stream stays untouched
+            probe = self.build_net(dataset)
+        new = sum(p.numel() for p in probe.parameters() if p.is_meta)
+        total = sum(p.numel() for p in probe.parameters())
+        need, have = 4 * (new + 4 * total), available_memory_bytes()
+        if need > have:
+            raise UserError(f"{self.name} would have {total:,} parameters, about {human_bytes(need)} to "
+                            f"train; this machine has {human_bytes(have)} available (lower hidden, or use a "
+                            "smaller encoder)")
 
     # -- to implement -------------------------------------------------------------------------------
     def build_net(self, dataset: Dataset) -> nn.Module:
@@ -111,8 +191,12 @@ class NeuralModel(Model):
         """Label structure saved with the model (label vocabulary, clusters)."""
         return {"label_names": list(self.label_names)}
 
-    def load_hierarchy(self, hierarchy: dict[str, Any]) -> None:
-        pass
+    def load_hierarchy(self, hierarchy: dict[str, Any], path: Path) -> None:
+        """Restore the label structure saved with the model; a mismatch names ``path``."""
+        names = hierarchy.get("label_names") if isinstance(hierarchy, dict) else None
+        if names is not None and len(names) != self.n_labels:
+            raise UserError(f"{path}: the model was trained on {len(names)} labels but this dataset has "
+                            f"{self.n_labels}")
 
     def prepare(self, ctx: FitContext) -> None:
         """Work before training that needs the training split (e.g. label clustering)."""
@@ -254,16 +338,26 @@ class NeuralModel(Model):
     def from_checkpoint(cls, path: Path, dataset: Dataset) -> NeuralModel:
         """Rebuild the model from the checkpoint alone (plus the dataset it predicts), in the label space
         saved in its hierarchy (``load`` then maps predictions onto ``dataset``'s ids)."""
-        saved = ckpt.load(path)
-        config_dict = json.loads(saved["config"])
+        saved = ckpt.require(ckpt.load(path), MODEL_KEYS, path)
+        try:
+            config_dict = json.loads(saved["config"])
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: damaged checkpoint (its config entry is not JSON)") from None
+        saved_model = config_dict.get("model", cls.name) if isinstance(config_dict, dict) else "?"
+        if saved_model != cls.name:
+            raise UserError(f"{path}: holds a {saved_model} model, not {cls.name}")
         config_dict.pop("model", None)
         config_dict.pop("encoder_config", None)
+        try:
+            config = from_dict(cls.config_cls(), config_dict)
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
         names = saved["hierarchy"].get("label_names")
         own = dataset if names is None else in_label_space(dataset, names)
-        model = cls(from_dict(cls.config_cls(), config_dict), own)
+        model = cls(config, own)
         model.label_names_assumed = names is None
-        model.load_hierarchy(saved["hierarchy"])
-        model.net.load_state_dict(net_state(saved))
+        model.load_hierarchy(saved["hierarchy"], path)
+        ckpt.load_into(model.net, net_state(saved), path)
         model.net.eval()
         return model
 
@@ -276,6 +370,7 @@ class NeuralModel(Model):
         path = Path(run_dir) / "model" / MODEL_FILE if Path(run_dir).is_dir() else Path(run_dir)
         if not path.is_file():
             raise UserError(f"--init-from {run_dir}: no {MODEL_FILE} (or initial-weights file) found")
-        _, unexpected = self.net.load_state_dict(net_state(ckpt.load(path)), strict=False)
+        saved = ckpt.require(ckpt.load(path), ("encoder_state_dict", "classifier_state_dict"), path)
+        _, unexpected = ckpt.load_into(self.net, net_state(saved), path, strict=False)
         if unexpected:
             raise UserError(f"--init-from {run_dir}: weights do not fit this model ({unexpected[:3]} ...)")

@@ -13,22 +13,26 @@ from pathlib import Path
 
 from xmlbench.data.dataset import open_dataset
 from xmlbench.errors import UserError
-from xmlbench.io import read_json
+from xmlbench.io import read_json_object
 from xmlbench.metrics import TOP_K, evaluate
 from xmlbench.models import MODELS
+from xmlbench.outputs import Output, claim_folder, writing
 from xmlbench.runs import record as rec
 
 
 def load_run_model(run_dir: Path, dataset_name: str | None = None):
-    if not (run_dir / "model" / "model.json").is_file():
-        raise UserError(f"{run_dir}: no saved model (expected {run_dir / 'model' / 'model.json'})")
-    meta = read_json(run_dir / "model" / "model.json")
-    record = rec.read_record(run_dir) if (run_dir / rec.RECORD).is_file() else {}
-    name = dataset_name or record.get("dataset", {}).get("path") or record.get("dataset", {}).get("name")
+    meta_path = run_dir / "model" / "model.json"
+    if not meta_path.is_file():
+        raise UserError(f"{run_dir}: no saved model (expected {meta_path})")
+    meta = read_json_object(meta_path, required=("model", "config"))
+    record = read_json_object(run_dir / rec.RECORD) if (run_dir / rec.RECORD).is_file() else {}
+    dataset = record.get("dataset") if isinstance(record.get("dataset"), dict) else {}
+    name = dataset_name or dataset.get("path") or dataset.get("name")
     if not name:
         raise UserError(f"{run_dir}: no record names the dataset; pass --dataset")
+    entry = MODELS.get(str(meta["model"]))
     ds = open_dataset(name)
-    model = MODELS.get(meta["model"]).cls.load(run_dir / "model", ds)
+    model = entry.cls.load(run_dir / "model", ds)
     made_on = record.get("dataset", {}).get("fingerprint")
     if model.label_names_assumed and made_on != ds.fingerprint:
         raise UserError(
@@ -39,11 +43,14 @@ def load_run_model(run_dir: Path, dataset_name: str | None = None):
 
 
 def predict_run(run_dir: Path, dataset_name: str | None, split: str, out: str | None, progress: bool) -> dict:
+    target = Output("predictions", ident=f"{run_dir.resolve()} on {dataset_name or 'its dataset'}, {split}")
+    if out:  # refuse a foreign --out before the work, not after it
+        claim_folder(Path(out), target, force=False)
     model, ds = load_run_model(run_dir, dataset_name)
-    return score_split(model, ds, split, out, progress)
+    return score_split(model, ds, split, out, progress, target)
 
 
-def score_split(model, ds, split: str, out: str | None, progress: bool) -> dict:
+def score_split(model, ds, split: str, out: str | None, progress: bool, target: Output | None = None) -> dict:
     """Metrics of ``model`` (already mapped onto ``ds``'s label ids) on ``ds``'s train or test split."""
     if model.unmatched_labels:
         print(f"note: {model.unmatched_labels} of the model's {model.n_labels} labels are not labels of "
@@ -51,6 +58,7 @@ def score_split(model, ds, split: str, out: str | None, progress: bool) -> dict:
     part = ds.test if split == "test" else ds.train
     ids, scores = model.predict(part, TOP_K, progress=progress)
     if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        rec.write_predictions(Path(out), ids, scores, ds.label_names)
+        target = target or Output("predictions", ident=f"{ds.path} {split}")
+        with writing(Path(out), target):
+            rec.write_predictions(Path(out), ids, scores, ds.label_names)
     return evaluate(ids, part.labels, inv_propensity=ds.inv_propensity(), coverage=True)  # as the record

@@ -10,6 +10,7 @@ label each id stands for: ids alone mean nothing outside the dataset that gave t
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -26,11 +27,17 @@ import numpy as np
 
 from xmlbench.data.labels import Names, Truth, map_ids, match_labels, names_array
 from xmlbench.errors import UserError
-from xmlbench.io import atomic_path, read_json, write_json
+from xmlbench.io import atomic_path, naming, read_json_object, read_npz, write_json
 from xmlbench.paths import CHECKOUT_ROOT
 
 RECORD = "record.json"
 PREDICTIONS = "predictions.npz"
+CONFIG = "config.json"
+RESUMABLE = "checkpoint.pt"  # the training loop's resumable state (engine.loop.CHECKPOINT)
+# What a run writes into its folder; --force removes exactly these before starting over.
+RUN_FILES = (CONFIG, RECORD, PREDICTIONS, "checkpoint.pt", "best.pt", "history.jsonl", "train.log", "model")
+# The options that, with the resolved model config and the dataset, make a run this run.
+IDENTITY_OPTIONS = ("model", "seed", "valid_size", "select_on")
 
 
 def code_version() -> dict[str, Any]:
@@ -104,6 +111,107 @@ class StageTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
+# ------------------------------------------------------------------------------ run folders
+def run_identity(opts: Any, config: Any, ds: Any) -> dict[str, Any]:
+    """What ``config.json`` holds: everything that makes a run this run, and how it was asked for."""
+    from xmlbench.config import to_dict
+
+    return {"options": to_dict(opts), "model_config": to_dict(config),
+            "dataset": {"name": ds.name, "path": str(ds.path), "fingerprint": ds.fingerprint}}
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A run folder an older xmlbench wrote (before output markers): its config.json or record.json."""
+    for name, keys in ((CONFIG, ("options", "model_config")), (RECORD, ("status", "config"))):
+        if (folder / name).is_file():
+            try:
+                read_json_object(folder / name, required=keys)
+                return True
+            except UserError:
+                pass
+    return False
+
+
+def existing_run(run_dir: Path, identity: dict[str, Any], resume: bool, force: bool) -> dict[str, Any] | None:
+    """What is already in ``run_dir`` decides: a finished run's record (``--resume`` skips it), None to
+    train (nothing there, an unfinished run to continue, or ``--force``), or a refusal naming the reason.
+    A run that stopped before its first resumable checkpoint (or a classical model's, which has none)
+    holds nothing to lose: without --resume it simply starts again."""
+    complete = is_complete(run_dir)
+    started = (run_dir / CONFIG).is_file()
+    resumable = (run_dir / RESUMABLE).is_file()
+    if force:
+        clear_run(run_dir)
+        return None
+    if complete and not resume:
+        raise UserError(f"{run_dir} already holds a finished run; pass --resume to skip it, --force to redo "
+                        "it, or choose --out")
+    if resumable and not resume and not complete:
+        raise UserError(f"{run_dir} holds an unfinished run; pass --resume to continue it, --force to start "
+                        "it over, or choose --out")
+    if resume and (started or complete):
+        check_same_run(run_dir, identity)
+    elif started and not complete:
+        clear_run(run_dir)  # a start that trained nothing: its config.json and log go, the new run begins
+    return read_record(run_dir) if complete else None
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove what an earlier run wrote into the folder (and nothing else), before starting over."""
+    import shutil
+
+    for name in RUN_FILES:
+        path = run_dir / name
+        with naming(path):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+
+def check_same_run(run_dir: Path, identity: dict[str, Any]) -> None:
+    """Refuse to continue (or skip as finished) a run that was started with another config: the two
+    would silently mix. Names the keys that differ."""
+    path = run_dir / CONFIG
+    if not path.is_file():  # a finished run from before config.json: its record holds the same facts
+        saved_record = read_json_object(run_dir / RECORD, required=("config", "options"))
+        saved = {"options": saved_record["options"], "model_config": saved_record["config"],
+                 "dataset": saved_record.get("dataset", {})}
+    else:
+        saved = read_json_object(path, required=("options", "model_config"))
+    was, now = _comparable(saved), _comparable(json.loads(json.dumps(identity, default=str)))
+    if was.get("model") != now["model"]:
+        raise UserError(f"{run_dir} holds a {was.get('model')} run, not {now['model']}; choose another --out")
+    # A key the saved config lacks was added to xmlbench after that run started: not a difference.
+    diffs = [f"{k}: {was[k]!r} there, {now.get(k)!r} now" for k in sorted(was) if was[k] != now.get(k)
+             and k in now]
+    if diffs:
+        raise UserError(f"{run_dir} was started with another config ({'; '.join(diffs[:4])}"
+                        f"{'; ...' if len(diffs) > 4 else ''}); resume it with the same options, or choose "
+                        "another --out")
+
+
+def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
+    """The identity as flat keys: the options that matter, the dataset's fingerprint, every config key."""
+    options = identity.get("options", {})
+    out = {k: options[k] for k in IDENTITY_OPTIONS if k in options}
+    fingerprint = (identity.get("dataset") or {}).get("fingerprint")
+    if fingerprint:
+        out["dataset fingerprint"] = fingerprint
+    out.update(_flatten(identity.get("model_config", {})))
+    return out
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def write_predictions(run_dir: Path, ids: np.ndarray, scores: np.ndarray, label_names: Names) -> None:
     """``label_names``: the names of the label space ``ids`` index (a dataset's ``label_names``)."""
     with atomic_path(run_dir / PREDICTIONS) as tmp, open(tmp, "wb") as f:
@@ -119,9 +227,13 @@ class Predictions:
 
 
 def load_predictions(run_dir: Path) -> Predictions:
-    with np.load(Path(run_dir) / PREDICTIONS, allow_pickle=False) as z:
-        names = z["label_names"] if "label_names" in z.files else None
-        return Predictions(z["ids"], z["scores"], names)
+    """The saved test top-k and its label names; a missing, truncated or reshaped file is one line naming it."""
+    path = Path(run_dir) / PREDICTIONS
+    arrays = read_npz(path, ("ids", "scores"), optional=("label_names",))
+    ids, scores = arrays["ids"], arrays["scores"]
+    if ids.ndim != 2 or ids.shape != scores.shape or not np.issubdtype(ids.dtype, np.integer):
+        raise UserError(f"{path}: damaged: ids {ids.shape} {ids.dtype} and scores {scores.shape} do not match")
+    return Predictions(ids, scores, arrays.get("label_names"))
 
 
 def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -160,18 +272,33 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> None:
     write_json(run_dir / RECORD, record)
 
 
+# Entries every reader of records relies on; a record without them is damaged, said in one line.
+RECORD_KEYS = ("status", "model", "config", "dataset", "metrics", "selection")
+RECORD_DATASET_KEYS = ("name", "path", "fingerprint", "test_fingerprint")
+
+
 def read_record(run_dir: Path) -> dict[str, Any]:
-    return read_json(Path(run_dir) / RECORD)
+    path = Path(run_dir) / RECORD
+    if not path.is_file():
+        raise UserError(f"{path}: not found (not a finished run folder)")
+    record = read_json_object(path, required=RECORD_KEYS)
+    dataset = record["dataset"]
+    missing = [k for k in RECORD_DATASET_KEYS if not isinstance(dataset, dict) or k not in dataset]
+    if missing or not isinstance(record["metrics"], dict) or not isinstance(record["selection"], dict):
+        raise UserError(f"{path}: damaged: its dataset, metrics or selection entry is incomplete")
+    return record
 
 
 def is_complete(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run; a damaged record.json is an error naming it, never a
+    silent "not finished" (which would rerun, or skip, the run without a word)."""
     path = Path(run_dir) / RECORD
     if not path.is_file():
         return False
-    try:
-        return read_json(path).get("status") == "complete"
-    except ValueError:
-        return False
+    status = read_json_object(path, required=("status",))["status"]
+    if status != "complete":
+        raise UserError(f"{path}: damaged (status {status!r}); delete it or restore it")
+    return True
 
 
 def find_runs(paths: list[Path]) -> list[Path]:

@@ -11,31 +11,42 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from xmlbench.config import from_dict, load_config_file, merge, to_dict
+from xmlbench.config import Rule, Seed, flag_name, from_dict, load_config_file, merge, to_dict, validate
 from xmlbench.data.dataset import Dataset, Split, carve_validation, open_dataset
 from xmlbench.engine import distributed as dist
 from xmlbench.errors import UserError
-from xmlbench.io import write_json
+from xmlbench.io import naming, write_json
 from xmlbench.metrics import TOP_K, evaluate
 from xmlbench.models import MODELS, FitContext, Model, ModelEntry
+from xmlbench.outputs import Output, claim_file, writing
 from xmlbench.runs import record as rec
 from xmlbench.runs.protocol import PROTOCOLS
+
+
+def valid_size_rule(size: float) -> str | None:
+    # 0 holds nothing out: only meaningful with --select-on test (selection_split refuses it otherwise)
+    if size < 0 or (size >= 1 and size != int(size)):
+        return "must be a fraction in [0, 1) or a whole number of documents"
+    return None
 
 
 @dataclass(frozen=True)
 class RunOptions:
     """Protocol options (the model's own options live in its config). ``None`` leaves the choice to the
-    protocol (``resolve_protocol``); a run records the resolved values."""
+    protocol (``resolve_protocol``); a run records the resolved values. Checked when built, whoever builds
+    them (the CLI, an experiment, a test), with the same declared rules as every config."""
 
     dataset: str
     model: str
-    seed: int | None = None  # None: the protocol's (0 fair, 6088 original)
-    valid_size: float | None = None  # a fraction (< 1) or a number of documents, carved from train
+    seed: Seed | None = None  # None: the protocol's (0 fair, 6088 original)
+    # a fraction (< 1) or a number of documents, carved from train; None: the protocol's
+    valid_size: Annotated[float, Rule(valid_size_rule)] | None = None
     select_on: Literal["valid", "test"] | None = None
     protocol: str = "fair"  # a name in PROTOCOLS
     preset: str = "default"
@@ -46,19 +57,20 @@ class RunOptions:
     overrides: dict[str, Any] = field(default_factory=dict)
     config_file: str = ""
     command: str = ""
+    force: bool = False  # write into --out even if it holds files xmlbench did not write for this run
+
+    def __post_init__(self) -> None:
+        validate(self, key=flag_name)
 
 
 def resolve_model_config(entry: ModelEntry, ds: Dataset, opts: RunOptions) -> Any:
     """defaults < preset < protocol bundle < config file < --set, checked strictly against the model's
     config dataclass. A model without a bundle for the protocol gets only the protocol's run options."""
     layers: dict[str, Any] = {}
+    check_preset(entry, opts)
     encoder = opts.overrides.get("encoder", "")
-    if opts.preset not in ("", "default") or entry.presets:
-        if opts.preset not in entry.presets and opts.preset != "default":
-            known = ", ".join(entry.presets) or "(none)"
-            raise UserError(f"model {entry.name!r} has no preset {opts.preset!r}; presets: {known}")
-        if opts.preset in entry.presets:
-            layers = entry.presets[opts.preset](ds, encoder)
+    if opts.preset in entry.presets:
+        layers = entry.presets[opts.preset](ds, encoder)
     bundle = entry.protocols.get(PROTOCOLS.canonical(opts.protocol))
     if bundle is not None:
         layers = merge(layers, bundle(ds, encoder))
@@ -66,6 +78,31 @@ def resolve_model_config(entry: ModelEntry, ds: Dataset, opts: RunOptions) -> An
         layers = merge(layers, load_config_file(opts.config_file))
     layers = merge(layers, opts.overrides)
     return from_dict(entry.config_cls, layers)
+
+
+def check_preset(entry: ModelEntry, opts: RunOptions) -> None:
+    if opts.preset not in entry.presets and opts.preset not in ("", "default"):
+        known = ", ".join(entry.presets) or "(none)"
+        raise UserError(f"model {entry.name!r} has no preset {opts.preset!r}; presets: {known}")
+
+
+def check_user_options(entry: ModelEntry, opts: RunOptions) -> None:
+    """What the user typed, checked before any data is read (or generated): the preset's name, the
+    config file and every --set against the model's config, the flags that exclude each other, the
+    initial weights. Presets are checked later, with the dataset they depend on."""
+    check_preset(entry, opts)
+    file_layer: dict[str, Any] = {}
+    if opts.config_file:
+        file_layer = load_config_file(opts.config_file)
+        try:
+            from_dict(entry.config_cls, file_layer)
+        except UserError as e:
+            raise UserError(f"{opts.config_file}: {e}") from None
+    from_dict(entry.config_cls, merge(file_layer, opts.overrides))
+    if opts.resume and opts.force:
+        raise UserError("--resume continues the run in --out and --force starts it over: choose one")
+    if opts.init_from and not Path(opts.init_from).exists():
+        raise UserError(f"--init-from {opts.init_from}: no such file or run folder")
 
 
 def default_run_dir(opts: RunOptions, config: Any) -> Path:
@@ -103,29 +140,50 @@ def selection_split(ds: Dataset, opts: RunOptions) -> tuple[Split, Split | None,
     return train, valid, "valid"
 
 
+RUN_OUTPUT = Output("run", adopt=rec.is_run_folder)
+
+
 def run(opts: RunOptions) -> dict[str, Any]:
     """Train, evaluate and record one run; returns the record."""
     dist.init_from_env()  # under torchrun: join the process group; a no-op for one process
     timer = rec.StageTimer()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    entry = MODELS.get(opts.model)
+    check_user_options(entry, opts)
     with timer.stage("load"):
         ds = open_dataset(opts.dataset, progress=opts.progress)
-    entry = MODELS.get(opts.model)
+    check_splits(ds)
     config = resolve_model_config(entry, ds, opts)
     opts = resolve_protocol(opts, entry, ds, config)
     run_dir = Path(opts.out) if opts.out else default_run_dir(opts, config)
-    if rec.is_complete(run_dir):
-        if not opts.resume:
-            raise UserError(f"{run_dir} already holds a finished run; pass --resume to skip it, or choose --out")
-        return rec.read_record(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    main = dist.is_main()  # under torchrun only rank 0 writes files
-    if main:
-        write_json(run_dir / "config.json", {"options": to_dict(opts), "model_config": to_dict(config)})
+    identity = rec.run_identity(opts, config, ds)
+    splits = selection_split(ds, opts)
+    main = dist.is_main()  # under torchrun only rank 0 writes files, and only it holds the folder's lock
+    guard = writing(run_dir, RUN_OUTPUT, force=opts.force, command=opts.command) if main else nullcontext()
+    with guard, naming(run_dir):  # a write error that names no file (a full disk) names the run folder
+        finished = rec.existing_run(run_dir, identity, resume=opts.resume, force=opts.force and main)
+        dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
+        if finished is not None:
+            return finished
+        return _train_and_record(opts, entry, ds, config, splits, run_dir, identity, timer, started)
 
-    train, select, select_name = selection_split(ds, opts)
+
+def check_splits(ds: Dataset) -> None:
+    """Empty splits fail here, not with a traceback after the whole training."""
+    for split in (ds.train, ds.valid, ds.test):
+        if split is not None and len(split) == 0:
+            raise UserError(f"{ds.path}: the {split.name} split has no documents")
+
+
+def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: Any,
+                      splits: tuple[Split, Split | None, str], run_dir: Path, identity: dict[str, Any],
+                      timer: rec.StageTimer, started: str) -> dict[str, Any]:
+    main = dist.is_main()
+    train, select, select_name = splits
     _seed_everything(opts.seed)
-    model: Model = entry.cls(config, ds)
+    model: Model = entry.cls(config, ds)  # loads the encoder: its checks come before any file is written
+    if main and not (run_dir / rec.CONFIG).is_file():  # a resumed run keeps the record of how it started
+        write_json(run_dir / rec.CONFIG, identity)
     ctx = FitContext(
         dataset=ds,
         train=train,
@@ -211,22 +269,29 @@ def run(opts: RunOptions) -> dict[str, Any]:
 def save_initial_weights(opts: RunOptions, path: Path) -> Path:
     """Build the model exactly as ``run`` would (same seed, split and clusters) and save its untrained
     weights, so that several arms can start from identical initial weights (``--init-from``)."""
-    ds = open_dataset(opts.dataset, progress=opts.progress)
     entry = MODELS.get(opts.model)
     if not entry.neural:
         raise UserError(f"model {opts.model!r} has no weights to initialise")
+    check_user_options(entry, opts)
+    path = Path(path)
+    claim_file(path, "initial weights", force=opts.force)
+    ds = open_dataset(opts.dataset, progress=opts.progress)
+    check_splits(ds)
     config = resolve_model_config(entry, ds, opts)
     opts = resolve_protocol(opts, entry, ds, config)
     train, select, select_name = selection_split(ds, opts)
     _seed_everything(opts.seed)
     model = entry.cls(config, ds)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Log to stderr only: a train.log beside the file may be someone else's.
     ctx = FitContext(dataset=ds, train=train, select=select, select_name=select_name, run_dir=path.parent,
-                     seed=opts.seed, progress=opts.progress, log=_logger(path.parent))
+                     seed=opts.seed, progress=opts.progress, log=_stderr_log)
     model.prepare(ctx)
     model.save_initial(path)
     return path
+
+
+def _stderr_log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def _seed_everything(seed: int) -> None:
@@ -249,7 +314,7 @@ def _logger(run_dir: Path):
     def log(msg: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
         print(line, file=sys.stderr, flush=True)
-        with open(path, "a", encoding="utf-8") as f:
+        with naming(path), open(path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
 
     return log

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from xmlbench.config import from_dict, to_dict
+from xmlbench.config import to_dict
 from xmlbench.data.dataset import Dataset, Split
-from xmlbench.io import read_json, write_json
-from xmlbench.models.base import FitContext, Model, save_label_names, saved_label_space
+from xmlbench.errors import UserError
+from xmlbench.io import read_npz, write_json
+from xmlbench.models.base import FitContext, Model, read_model_meta, save_label_names, saved_label_space
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,15 @@ class LabelFrequency(Model):
 
     @classmethod
     def restore(cls, folder: Path, dataset: Dataset) -> LabelFrequency:
-        meta = read_json(folder / "model.json")
+        _, config = read_model_meta(folder, cls.name, LabelFrequencyConfig)
         own, assumed = saved_label_space(folder, dataset)
-        model = cls(from_dict(LabelFrequencyConfig, meta["config"]), own)
+        model = cls(config, own)
         model.label_names_assumed = assumed
-        with np.load(folder / "frequency.npz", allow_pickle=False) as z:
-            model.frequency = z["frequency"]
+        frequency = read_npz(folder / "frequency.npz", ("frequency",))["frequency"]
+        if frequency.shape != (model.n_labels,):
+            saved = frequency.shape[0] if frequency.ndim else 0
+            raise UserError(f"{folder / 'frequency.npz'}: {saved} labels but the model has {model.n_labels}")
+        model.frequency = frequency
         return model
 
 

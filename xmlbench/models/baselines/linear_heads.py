@@ -18,13 +18,14 @@ Both: separate ``encoder_lr`` and ``classifier_lr`` optimiser groups, checkpoint
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xmlbench.config import Count, Dropout, NonNegativeFloat, Range
 from xmlbench.data.dataset import Dataset
 from xmlbench.encoders import cls_embedding, mean_token_embedding
 from xmlbench.engine import loop
@@ -36,14 +37,15 @@ from xmlbench.models.neural import NeuralConfig, NeuralModel
 
 @dataclass(frozen=True)
 class LinearHeadConfig(NeuralConfig):
+    # Fields redeclared here keep the bounds of NeuralConfig's: a plain ``int`` would drop them.
     encoder: str = "distilbert"
-    max_len: int = 256
-    epochs: int = 5
-    batch_size: int = 16
-    encoder_lr: float = 5e-5
-    classifier_lr: float = 1e-3
-    dropout: float = 0.1
-    swa_warmup: int = -1  # no weight averaging in the seeds
+    max_len: Annotated[int, Range(2)] = 256
+    epochs: Count = 5
+    batch_size: Count = 16
+    encoder_lr: NonNegativeFloat = 5e-5  # 0 freezes the encoder: a linear probe
+    classifier_lr: NonNegativeFloat = 1e-3
+    dropout: Dropout = 0.1
+    swa_warmup: Annotated[int, Range(-1)] = -1  # no weight averaging in the seeds
     pooling: Literal["cls", "mean"] = "cls"  # first-token vector of the last layer, or mean over tokens
     class_weights: bool = True  # softmax-linear only: class-weighted NLL as in the seed
     head_norm: HeadNorm = "batchnorm"  # standardise the pooled vector per feature (xmlbench.models.heads)

@@ -11,38 +11,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
-from xmlbench.config import from_dict, to_dict
+from xmlbench.config import Count, NonNegative, NonNegativeFloat, Positive, Range, to_dict
 from xmlbench.data.dataset import Dataset, Split
 from xmlbench.data.features import TfidfState, fit_tfidf, load_tfidf, save_tfidf, transform_tfidf
 from xmlbench.errors import UserError
-from xmlbench.io import atomic_path, read_json, write_json
-from xmlbench.models.base import FitContext, Model, save_label_names, saved_label_space
+from xmlbench.io import atomic_path, read_npz, write_json
+from xmlbench.models.base import FitContext, Model, read_model_meta, save_label_names, saved_label_space
 
 
 @dataclass(frozen=True)
 class TfidfOvrConfig:
-    ngram_max: int = 2  # word unigrams + bigrams, the usual strong text-classification setting
-    min_df: int = 2
-    max_features: int = 500_000
+    ngram_max: Annotated[int, Range(1, 5)] = 2  # word unigrams + bigrams; beyond 5-grams only typos
+    min_df: Count = 2
+    max_features: Count = 500_000
     sublinear_tf: bool = True
     loss: Literal["squared_hinge", "hinge", "log"] = "squared_hinge"  # log = logistic regression
-    C: float = 1.0
-    tol: float = 1e-4
-    max_iter: int = 1000
+    C: Positive = 1.0
+    tol: Positive = 1e-4
+    max_iter: Count = 1000
     # |w| below this is dropped (DiSMEC's 0.01): ~4x fewer weights, same P@k on Reuters; 0 keeps all
-    weight_threshold: float = 0.01
-    max_labels: int = 20_000
-    n_jobs: int = 2
-    block_rows: int = 0  # rows scored at a time; 0 = chosen so a block holds ~4M scores
-
-    def __post_init__(self) -> None:
-        if self.C <= 0 or self.max_labels < 1 or self.n_jobs < 1 or self.weight_threshold < 0:
-            raise ValueError("need C > 0, max_labels >= 1, n_jobs >= 1 and weight_threshold >= 0")
+    weight_threshold: NonNegativeFloat = 0.01
+    max_labels: Count = 20_000
+    n_jobs: Annotated[int, Range(1, 256)] = 2  # threads
+    block_rows: NonNegative = 0  # rows scored at a time; 0 = chosen so a block holds ~4M scores
 
 
 class TfidfOvr(Model):
@@ -59,8 +55,9 @@ class TfidfOvr(Model):
     def fit(self, ctx: FitContext) -> dict[str, Any]:
         cfg = self.config
         ctx.log(f"tfidf-ovr: TF-IDF on {len(ctx.train)} training documents")
+        # empty_feature: documents without features are trained on like any other (features.py)
         self.tfidf, X = fit_tfidf(ctx.train, max_features=cfg.max_features, ngram_max=cfg.ngram_max,
-                                  min_df=cfg.min_df, sublinear_tf=cfg.sublinear_tf)
+                                  min_df=cfg.min_df, sublinear_tf=cfg.sublinear_tf, empty_feature=True)
         Y = ctx.train.labels.tocsc()
         counts = np.diff(Y.indptr)
         self.label_ids = np.flatnonzero(counts > 0).astype(np.int32)
@@ -90,14 +87,23 @@ class TfidfOvr(Model):
 
     @classmethod
     def restore(cls, folder: Path, dataset: Dataset) -> TfidfOvr:
-        meta = read_json(folder / "model.json")
+        _, config = read_model_meta(folder, cls.name, TfidfOvrConfig)
         own, assumed = saved_label_space(folder, dataset)
-        model = cls(from_dict(TfidfOvrConfig, meta["config"]), own)
+        model = cls(config, own)
         model.label_names_assumed = assumed
         model.tfidf = load_tfidf(folder / "tfidf")
-        with np.load(folder / "weights.npz", allow_pickle=False) as z:
+        path = folder / "weights.npz"
+        z = read_npz(path, ("data", "indices", "indptr", "shape", "bias", "label_ids"))
+        try:
             model.weights = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-            model.bias, model.label_ids = z["bias"], z["label_ids"]
+        except (ValueError, TypeError) as e:
+            raise UserError(f"{path}: damaged weights ({e})") from None
+        model.bias, model.label_ids = z["bias"], z["label_ids"]
+        rows = model.weights.shape[0]
+        if len(model.bias) != rows or len(model.label_ids) != rows or \
+                (rows and (model.label_ids.min() < 0 or model.label_ids.max() >= model.n_labels)):
+            raise UserError(f"{path}: its weights, biases and label ids disagree, or name labels this "
+                            f"dataset ({model.n_labels} labels) does not have")
         return model
 
     def n_parameters(self) -> int:

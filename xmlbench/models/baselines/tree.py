@@ -23,17 +23,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
-from xmlbench.config import from_dict, to_dict
+from xmlbench.config import Count, NonNegativeFloat, Positive, Range, to_dict
 from xmlbench.data.dataset import Dataset, Split
 from xmlbench.data.features import TfidfState, fit_tfidf, load_tfidf, save_tfidf, transform_tfidf
 from xmlbench.errors import UserError
-from xmlbench.io import read_json, write_json
-from xmlbench.models.base import FitContext, Model, save_label_names, saved_label_space
+from xmlbench.io import write_json
+from xmlbench.models.base import FitContext, Model, read_model_meta, save_label_names, saved_label_space
 
 MODE_DEFAULTS = {
     # mode: (cluster_k, balanced clustering, max_depth), as in Omikuji's README for each method
@@ -45,30 +45,26 @@ MODE_DEFAULTS = {
 @dataclass(frozen=True)
 class TreeConfig:
     mode: Literal["parabel", "bonsai"] = "parabel"
-    n_trees: int = 3
+    n_trees: Annotated[int, Range(1, 1000)] = 3  # each tree is a full model's memory
     # unigrams, capped at 200k: synth-amazon670k (441k docs, 670k labels, 3 trees) peaked at 19 GB;
     # n_trees = 1 needs about a third of the model memory
-    ngram_max: int = 1
-    min_df: int = 2
-    max_features: int = 200_000
+    ngram_max: Annotated[int, Range(1, 5)] = 1
+    min_df: Count = 2
+    max_features: Count = 200_000
     sublinear_tf: bool = True
-    cluster_k: int | None = None  # None: the mode's value (2 for parabel, 100 for bonsai)
-    max_depth: int | None = None  # None: the mode's value (20 for parabel, 3 for bonsai)
-    min_branch_size: int = 100  # labels below which a node becomes a leaf
+    # None: the mode's value (2 for parabel, 100 for bonsai)
+    cluster_k: Annotated[int, Range(2)] | None = None
+    max_depth: Count | None = None  # None: the mode's value (20 for parabel, 3 for bonsai)
+    min_branch_size: Count = 100  # labels below which a node becomes a leaf
     linear_loss: Literal["hinge", "log"] = "hinge"  # omikuji's "hinge" is liblinear's squared hinge
-    linear_c: float = 1.0
-    linear_eps: float = 0.1
-    linear_max_iter: int = 20
-    weight_threshold: float = 0.1  # Parabel's pruning of tiny weights
-    beam_size: int = 10
-    max_sparse_density: float = 0.1  # weight vectors denser than this are stored dense for prediction
-    n_threads: int = 2
-
-    def __post_init__(self) -> None:
-        if min(self.n_trees, self.min_branch_size, self.beam_size, self.n_threads) < 1:
-            raise ValueError("n_trees, min_branch_size, beam_size and n_threads must be >= 1")
-        if self.cluster_k is not None and self.cluster_k < 2:
-            raise ValueError("cluster_k must be >= 2")
+    linear_c: Positive = 1.0
+    linear_eps: Positive = 0.1
+    linear_max_iter: Count = 20
+    weight_threshold: NonNegativeFloat = 0.1  # Parabel's pruning of tiny weights
+    beam_size: Count = 10
+    # weight vectors denser than this are stored dense for prediction (a share of the features)
+    max_sparse_density: Annotated[float, Range(0, 1)] = 0.1
+    n_threads: Annotated[int, Range(1, 256)] = 2
 
 
 class Tree(Model):
@@ -86,8 +82,9 @@ class Tree(Model):
 
         cfg = self.config
         ctx.log(f"tree: TF-IDF on {len(ctx.train)} training documents")
+        # empty_feature: documents without features are trained on like any other (features.py)
         self.tfidf, X = fit_tfidf(ctx.train, max_features=cfg.max_features, ngram_max=cfg.ngram_max,
-                                  min_df=cfg.min_df, sublinear_tf=cfg.sublinear_tf)
+                                  min_df=cfg.min_df, sublinear_tf=cfg.sublinear_tf, empty_feature=True)
         data_path = ctx.run_dir / "omikuji_train.txt"
         ctx.log(f"tree: writing {X.shape[0]} x {X.shape[1]} rows ({X.nnz:,} non-zeros) for omikuji")
         write_xc_repo_file(data_path, X, ctx.train.labels, self.n_labels)
@@ -127,13 +124,21 @@ class Tree(Model):
     def restore(cls, folder: Path, dataset: Dataset) -> Tree:
         import omikuji
 
-        meta = read_json(folder / "model.json")
+        _, config = read_model_meta(folder, cls.name, TreeConfig)
         own, assumed = saved_label_space(folder, dataset)
-        model = cls(from_dict(TreeConfig, meta["config"]), own)
+        model = cls(config, own)
         model.label_names_assumed = assumed
         model.tfidf = load_tfidf(folder / "tfidf")
-        with quiet_native_output(lambda line: None, echo=False):  # silence omikuji's per-tree loading log
-            model.forest = omikuji.Model.load(str(folder / "omikuji"))
+        forest = folder / "omikuji"
+        if not (forest / "settings.json").is_file():
+            raise UserError(f"{forest}: no saved omikuji model here (settings.json is missing)")
+        try:
+            with quiet_native_output(lambda line: None, echo=False):  # silence omikuji's per-tree loading log
+                model.forest = omikuji.Model.load(str(forest))
+        except BaseException as e:  # noqa: BLE001 - a Rust panic is a BaseException (pyo3's PanicException)
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise UserError(f"{forest}: omikuji cannot load this model (damaged or truncated?)") from None
         model.forest.init_prediction_thread_pool(model.config.n_threads)
         return model
 

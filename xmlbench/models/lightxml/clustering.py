@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -621,5 +622,5 @@ def _read_cache(path: Path) -> list[np.ndarray] | None:
             if int(stored["format"]) != CACHE_FORMAT:
                 return None
             return arrays_to_clusters(stored["cluster_labels"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # truncated or foreign: recompute
         return None

@@ -17,21 +17,23 @@ exactly the base model.
 from __future__ import annotations
 
 from dataclasses import dataclass, make_dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xmlbench.config import Count, Range, Rule, Seed
 from xmlbench.data.dataset import Dataset
 from xmlbench.encoders import layer_stack
 from xmlbench.engine import loop
 from xmlbench.engine.batches import Batch
+from xmlbench.errors import UserError
 from xmlbench.models.base import FitContext
 from xmlbench.models.heads import BiasInit, HeadNorm, document_norm, prior_logits, resolve_lr, set_prior_bias
 from xmlbench.models.lightxml import variants as V
-from xmlbench.models.neural import NeuralConfig, NeuralModel
+from xmlbench.models.neural import NeuralConfig, NeuralModel, Width
 from xmlbench.paths import cache_dir
 
 # Variant diagnostics look at this many validation documents at most, in batches of at most this size:
@@ -46,20 +48,21 @@ class LightXMLOptions(NeuralConfig):
     """LightXML's own options; ``LightXMLConfig`` adds one section per registered variant."""
 
     mode: Literal["auto", "flat", "clustered"] = "auto"  # auto: the dataset manifest's regime
-    n_layers: int = 5  # [CLS] of the last n_layers hidden layers, concatenated
-    hidden: int = 300  # discriminator bottleneck h (400 amazon670k, 500 wiki500k)
-    top_b: int = 32  # clusters kept by dynamic negative sampling (75 amazon670k, 32 wiki500k)
-    leaf_size: int = 100  # maximum labels per cluster
-    cluster_seed: int = 0  # the three seeds of the original's large-dataset ensemble: 0, 1, 2
+    # [CLS] of the last n_layers hidden layers, concatenated; at most the encoder's (checked when loaded)
+    n_layers: Count = 5
+    hidden: Width = 300  # discriminator bottleneck h (400 amazon670k, 500 wiki500k)
+    top_b: Count = 32  # clusters kept by dynamic negative sampling (75 amazon670k, 32 wiki500k)
+    leaf_size: Annotated[int, Range(2)] = 100  # maximum labels per cluster (one label per leaf: no tree)
+    cluster_seed: Seed = 0  # the three seeds of the original's large-dataset ensemble: 0, 1, 2
     # "compute": cluster the training labels (the training split only: nothing of the held-out part);
     # "published": the original's label_group{cluster_seed}.npy from the dataset folder (clustered on all
     # of train, the documents it holds out included), an error when absent; "auto": that file when present
     clusters: Literal["compute", "published", "auto"] = "compute"
-    tfidf_features: int = 100_000  # vocabulary of the TF-IDF label features used for clustering
-    variants: tuple[str, ...] = ()
+    tfidf_features: Count = 100_000  # vocabulary of the TF-IDF label features used for clustering
+    variants: Annotated[tuple[str, ...], Rule(V.unknown_variants)] = ()
     # The fair default recipe (issue 14; chosen on validation splits of small real data, see README
     # "Recipe"). The original: head_lr -1 (one lr), head_norm "none", bias_init "zero".
-    head_lr: float = 1e-3  # learning rate of everything but the encoder; negative: ``lr``
+    head_lr: Annotated[float, Range(-1)] = 1e-3  # learning rate of everything but the encoder; -1: ``lr``
     head_norm: HeadNorm = "batchnorm"  # standardise the document vector per feature before the heads
     bias_init: BiasInit = "prior"  # flat classifier / generator biases start at the label prior
 
@@ -237,6 +240,14 @@ class LightXML(NeuralModel):
         V.check(config, clustered=self.mode == "clustered")
         super().__init__(config, dataset)
 
+    def check_encoder_fits(self) -> None:
+        super().check_encoder_fits()
+        states = self.encoder.n_layers + 1  # the embeddings' output, then one per transformer layer
+        if self.config.n_layers > states:
+            raise UserError(f"config key 'n_layers' is {self.config.n_layers} but encoder "
+                            f"{self.encoder.name!r} has {self.encoder.n_layers} layers ({states} hidden "
+                            "states with the embeddings)")
+
     @classmethod
     def config_cls(cls) -> type:
         return LightXMLConfig
@@ -362,9 +373,15 @@ class LightXML(NeuralModel):
             h["clusters_added"] = self.clusters_added
         return h
 
-    def load_hierarchy(self, hierarchy: dict[str, Any]) -> None:
+    def load_hierarchy(self, hierarchy: dict[str, Any], path) -> None:
+        super().load_hierarchy(hierarchy, path)
         if "cluster_labels" in hierarchy:
-            self._set_clusters(hierarchy["label_to_cluster"].numpy(), hierarchy["cluster_labels"].numpy())
+            l2c, labels = hierarchy.get("label_to_cluster"), hierarchy["cluster_labels"]
+            if not (isinstance(l2c, torch.Tensor) and isinstance(labels, torch.Tensor)
+                    and l2c.shape == (self.n_labels,) and labels.ndim == 2):
+                raise UserError(f"{path}: damaged checkpoint (its label clusters do not fit "
+                                f"{self.n_labels} labels)")
+            self._set_clusters(l2c.numpy(), labels.numpy())
             self.clusters_source = str(hierarchy.get("clusters_source", "computed"))
             self.clusters_added = int(hierarchy.get("clusters_added", 0))
 
@@ -429,7 +446,7 @@ def cluster_labels_for(ctx: FitContext, cfg: LightXMLConfig) -> tuple[np.ndarray
 
     def compute() -> list[np.ndarray]:
         ctx.log(f"clustering {ctx.dataset.n_labels:,} labels (leaf size {cfg.leaf_size}, seed {cfg.cluster_seed})")
-        _, X = fit_tfidf(ctx.train, max_features=cfg.tfidf_features)
+        _, X = fit_tfidf(ctx.train, max_features=cfg.tfidf_features, empty_feature=True)  # see features.py
         feats = label_features(X, ctx.train.labels)
         return balanced_clusters(feats, leaf_size=cfg.leaf_size, seed=cfg.cluster_seed, progress=ctx.progress)
 

@@ -39,6 +39,14 @@ def config_fields() -> list[tuple[str, type, Any]]:
             for _, spec in VARIANTS.items()]
 
 
+def unknown_variants(names: tuple[str, ...]) -> str | None:
+    """A config-time rule for ``variants``: every name registered (checked before any data is read)."""
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        return f"names unknown variant {unknown[0]!r} (known: {', '.join(VARIANTS.names())})"
+    return None
+
+
 def check(cfg, clustered: bool) -> None:
     """Unknown names and variants that make no sense in the chosen regime are user errors."""
     for name in cfg.variants:
@@ -75,5 +83,4 @@ def variant_seed(name: str) -> int:
 
 
 __all__ = ["HOOKS", "VARIANTS", "Probe", "Variant", "VariantChain", "VariantContext", "VariantSpec", "build",
-           "check",
-           "config_fields", "register", "variant_seed"]
+           "check", "config_fields", "register", "unknown_variants", "variant_seed"]

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -58,7 +58,8 @@ PLACEMENTS = ("document", "classifier")
 
 @dataclass(frozen=True)
 class DocRepConfig:
-    placement: str = "classifier"  # "classifier" (discriminator input) or "document" (the representation)
+    # "classifier" (discriminator input) or "document" (the representation); PLACEMENTS, as a type
+    placement: Literal["classifier", "document"] = "classifier"
     labels: bool = False  # also combine a Bonsai-style representation of co-occurring labels
 CLS_WEIGHT_INIT = 1.0  # the base model's representation at the start
 EXTRA_WEIGHT_INIT = 0.05  # the added views start nearly off (> 0 so softplus still passes a gradient)

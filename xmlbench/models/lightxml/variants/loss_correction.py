@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from xmlbench.config import NonNegativeFloat
 from xmlbench.errors import UserError
 from xmlbench.models.lightxml.variants.base import (
     Probe,
@@ -48,7 +49,7 @@ from xmlbench.models.lightxml.variants.base import (
 
 @dataclass(frozen=True)
 class LossCorrectionConfig:
-    weight: float = 1.0  # how much of the cluster's generator logit enters each candidate's logit
+    weight: NonNegativeFloat = 1.0  # how much of the cluster's generator logit enters each candidate's logit
 
 
 class LossCorrection(Variant):

@@ -25,17 +25,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
+from xmlbench.config import Range
 from xmlbench.errors import UserError
 from xmlbench.models.lightxml.variants.base import Probe, Variant, VariantContext, VariantSpec, register
 
 
 @dataclass(frozen=True)
 class RandomNegativesConfig:
-    count: int = 32  # random negative labels added per document during training
+    # random negative labels added per document during training; each adds batch x hidden floats to the
+    # candidate embeddings, so beyond 10,000 a step's memory grows past any real use
+    count: Annotated[int, Range(0, 10_000)] = 32
 
 OVERSAMPLE = 1.5  # draws per needed label, on top of the expected rejection rate
 MIN_EXTRA_DRAWS = 16  # slack so small R still rarely falls short

@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
+from xmlbench.config import Range
 from xmlbench.errors import UserError
 from xmlbench.models.lightxml.variants.base import (
     Probe,
@@ -54,18 +55,19 @@ from xmlbench.models.lightxml.variants.base import (
 
 @dataclass(frozen=True)
 class SEConfig:
-    expand: int = 32  # channels after the expanding convolution (> 5: 5 -> 2 is too small to be expressive)
-    reduction: int = 8  # bottleneck channels of the excitation
+    # channels after the expanding convolution (> n_layers, checked when built: 5 -> 2 cannot express gates)
+    expand: Annotated[int, Range(2, 4096)] = 32
+    reduction: Annotated[int, Range(1, 4096)] = 8  # bottleneck channels of the excitation
     # Hidden units have no neighbourhood order (unlike pixels), so a wider kernel only mixes arbitrary
     # neighbours; 1 mixes the five layers at each hidden unit. Odd sizes keep the length H.
-    kernel_size: int = 1
+    kernel_size: Annotated[int, Range(1, 255)] = 1  # odd: checked when built
     # The gates' value at initialisation, up to a random per-layer offset of the initial weights (on
     # MiniLM each layer's mean gate starts in 0.81..0.94 with seed 0, 0.54..0.98 over 20 seeds).
     # 0.9 rather than Hu et al.'s ~0.5: the document vector starts at ~90% of the base model's scale, so
     # the heads see nearly the base model's inputs, while the sigmoid's slope (0.09) is still 36% of its
     # maximum, so the gates learn and vary across documents from the start (at 0.99 the slope is 0.01;
     # the gates' std across documents shrinks with the slope).
-    gate_init: float = 0.9
+    gate_init: Annotated[float, Range(0, 1, lo_open=True, hi_open=True)] = 0.9
 
 
 class HiddenPooling(nn.Module):

@@ -144,6 +144,16 @@ def save_label_names(folder: Path, names: list[str]) -> None:
     write_text(folder / LABEL_NAMES, "".join(f"{n}\n" for n in names))
 
 
+def restored_shell(cls: type, folder: Path, dataset: Dataset, config_cls: type) -> Any:
+    """A model of ``cls`` rebuilt from ``folder/model.json`` in its saved label space, weights still to load
+    (what every classical model's ``restore`` starts with)."""
+    _, config = read_model_meta(folder, cls.name, config_cls)
+    own, assumed = saved_label_space(folder, dataset)
+    model = cls(config, own)
+    model.label_names_assumed = assumed
+    return model
+
+
 def saved_label_space(folder: Path, dataset: Dataset) -> tuple[Dataset, bool]:
     """(``dataset`` in the label space saved in ``folder``, whether the names were assumed). A folder saved
     before models kept their label names gets ``dataset`` as it is, flagged, so that callers can refuse

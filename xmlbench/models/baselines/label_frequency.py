@@ -11,7 +11,7 @@ from xmlbench.config import to_dict
 from xmlbench.data.dataset import Dataset, Split
 from xmlbench.errors import UserError
 from xmlbench.io import read_npz, write_json
-from xmlbench.models.base import FitContext, Model, read_model_meta, save_label_names, saved_label_space
+from xmlbench.models.base import FitContext, Model, restored_shell, save_label_names
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,7 @@ class LabelFrequency(Model):
 
     @classmethod
     def restore(cls, folder: Path, dataset: Dataset) -> LabelFrequency:
-        _, config = read_model_meta(folder, cls.name, LabelFrequencyConfig)
-        own, assumed = saved_label_space(folder, dataset)
-        model = cls(config, own)
-        model.label_names_assumed = assumed
+        model = restored_shell(cls, folder, dataset, LabelFrequencyConfig)
         frequency = read_npz(folder / "frequency.npz", ("frequency",))["frequency"]
         if frequency.shape != (model.n_labels,):
             saved = frequency.shape[0] if frequency.ndim else 0

@@ -21,7 +21,7 @@ from xmlbench.data.dataset import Dataset, Split
 from xmlbench.data.features import TfidfState, fit_tfidf, load_tfidf, save_tfidf, transform_tfidf
 from xmlbench.errors import UserError
 from xmlbench.io import atomic_path, read_npz, write_json
-from xmlbench.models.base import FitContext, Model, read_model_meta, save_label_names, saved_label_space
+from xmlbench.models.base import FitContext, Model, restored_shell, save_label_names
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,7 @@ class TfidfOvr(Model):
 
     @classmethod
     def restore(cls, folder: Path, dataset: Dataset) -> TfidfOvr:
-        _, config = read_model_meta(folder, cls.name, TfidfOvrConfig)
-        own, assumed = saved_label_space(folder, dataset)
-        model = cls(config, own)
-        model.label_names_assumed = assumed
+        model = restored_shell(cls, folder, dataset, TfidfOvrConfig)
         model.tfidf = load_tfidf(folder / "tfidf")
         path = folder / "weights.npz"
         z = read_npz(path, ("data", "indices", "indptr", "shape", "bias", "label_ids"))

@@ -33,7 +33,7 @@ from xmlbench.data.dataset import Dataset, Split
 from xmlbench.data.features import TfidfState, fit_tfidf, load_tfidf, save_tfidf, transform_tfidf
 from xmlbench.errors import UserError
 from xmlbench.io import write_json
-from xmlbench.models.base import FitContext, Model, read_model_meta, save_label_names, saved_label_space
+from xmlbench.models.base import FitContext, Model, restored_shell, save_label_names
 
 MODE_DEFAULTS = {
     # mode: (cluster_k, balanced clustering, max_depth), as in Omikuji's README for each method
@@ -124,10 +124,7 @@ class Tree(Model):
     def restore(cls, folder: Path, dataset: Dataset) -> Tree:
         import omikuji
 
-        _, config = read_model_meta(folder, cls.name, TreeConfig)
-        own, assumed = saved_label_space(folder, dataset)
-        model = cls(config, own)
-        model.label_names_assumed = assumed
+        model = restored_shell(cls, folder, dataset, TreeConfig)
         model.tfidf = load_tfidf(folder / "tfidf")
         forest = folder / "omikuji"
         if not (forest / "settings.json").is_file():

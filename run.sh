@@ -2,7 +2,7 @@
 # xmlbench entry point. Each command sets up its own environment on first use (a local .venv with the
 # package installed), so a fresh machine needs nothing but this script.
 #
-#   ./run.sh demo                      the main job on the embedded synthetic default (offline, CPU, minutes)
+#   ./run.sh demo                      the main job on a committed slice of real text (offline, CPU, ~5 min)
 #   ./run.sh test                      the whole test suite
 #   ./run.sh <dataset> [what] [args]   what: lightxml (default), ablations, baselines, ensemble, smoke
 #   ./run.sh xmlbench <args>           the xmlbench command line itself
@@ -15,7 +15,7 @@ VENV="${XMLBENCH_VENV:-.venv}"
 TORCH_SPEC="${XMLBENCH_TORCH:-torch==2.13.0}"
 
 usage() {
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'  # the header comment, not the code after it
   echo
   echo "datasets: eurlex4k wiki31k amazoncat13k (amazon13k) amazon670k wiki500k, synthetic presets"
   echo "          (synth-eurlex4k, synth-amazon670k, small, tiny) or a dataset folder"

@@ -470,3 +470,24 @@ def test_protocol_original_on_a_clustered_dataset_holds_out_and_loads_published_
     # 4,000 held out, capped at a tenth of tiny's 300 training documents
     assert record["dataset"]["n_select"] == 30 and record["dataset"]["n_train"] == 270
     assert record["model_details"] == {"mode": "clustered", "clusters": "label_group0.npy"}
+
+
+def test_a_published_cluster_file_cannot_run_code(tmp_path):
+    """The original's files are pickled object arrays; one naming any other callable is refused unrun."""
+    import os
+    import pickle
+
+    from xmlbench.models.lightxml.published import _read
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    path = tmp_path / "label_group0.npy"
+    header = np.lib.format.header_data_from_array_1_0(np.empty(1, dtype=object))
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        pickle.dump(Evil(), f, protocol=3)
+    with pytest.raises(UserError, match="os|posix|system"):
+        _read(path)
+    assert not (tmp_path / "ran").exists()

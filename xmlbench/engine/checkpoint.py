@@ -2,7 +2,7 @@
 ``torch.load(weights_only=True)``, so loading never runs pickled code. Written atomically.
 
 Loading a file that is empty, truncated, not a checkpoint, or one that holds pickled objects is one line
-naming the file. torch's own message for the last case advises ``weights_only=False``, i.e. running the
+naming the file. torch's own message for the last case advises turning ``weights_only`` off, i.e. running the
 file's code; that advice is never passed on.
 """
 

@@ -55,10 +55,39 @@ def load_published_clusters(path: Path, label_names: list[str], train_counts: np
     return leaves + extra, int(missing.size)
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays, their dtypes and plain values, nothing else: the original's files are
+    pickled object arrays (one array of label ids or names per cluster), and a pickle may otherwise name any
+    callable (``os.system``) for loading to run."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("builtins", "str"), ("builtins", "int")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it asks to load {module}.{name}, which a label-cluster file never needs")
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """An .npy file, its object arrays unpickled by ``_ArraysOnly`` (never ``allow_pickle=True``)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise
+    with open(path, "rb") as f:  # an object array: the .npy header, then the array's pickle
+        major, _ = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        read_header(f)
+        return _ArraysOnly(f).load()
+
+
 def _read(path: Path) -> list:
     try:
-        # The original's files are pickled object arrays (ragged lists): a file you placed yourself.
-        data = np.load(path, allow_pickle=True)
+        # The original's files are pickled object arrays (ragged lists): read without running any code.
+        data = _load_npy(path)
     except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
         raise UserError(f"{path}: cannot read the published label clusters ({e})") from None
     nested = isinstance(data, np.ndarray) and (data.ndim == 2 or (data.ndim == 1 and data.dtype == object))

@@ -20,13 +20,18 @@ class Batch:
     input_ids: torch.Tensor  # (B, T) long
     attention_mask: torch.Tensor  # (B, T) long
     positives: torch.Tensor  # (B, P) long, label ids padded with -1
+    # Distillation only (``xmlbench distill``): the teacher's top-k per row, ids -1-padded, and its logits
+    soft_ids: torch.Tensor | None = None  # (B, k) long
+    soft_logits: torch.Tensor | None = None  # (B, k) float
+
+    def _tensors(self) -> tuple[torch.Tensor | None, ...]:
+        return (self.input_ids, self.attention_mask, self.positives, self.soft_ids, self.soft_logits)
 
     def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
-        return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.input_ids, self.attention_mask,
-                                                                           self.positives)))
+        return Batch(*(None if t is None else t.to(device, non_blocking=non_blocking) for t in self._tensors()))
 
     def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True)
-        return Batch(self.input_ids.pin_memory(), self.attention_mask.pin_memory(), self.positives.pin_memory())
+        return Batch(*(None if t is None else t.pin_memory() for t in self._tensors()))
 
 
 def padded_positives(labels: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
@@ -49,8 +54,9 @@ class BatchSet(torch.utils.data.Dataset):
     pinned memory come for free on a GPU while the order stays ours."""
 
     def __init__(self, tokens: TokenCache, file_rows: np.ndarray, labels: sp.csr_matrix,
-                 chunks: list[np.ndarray]) -> None:
+                 chunks: list[np.ndarray], soft: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.tokens, self.file_rows, self.labels, self.chunks = tokens, file_rows, labels, chunks
+        self.soft = soft  # (ids, logits), each (n_rows, k), rows of the split
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -58,13 +64,18 @@ class BatchSet(torch.utils.data.Dataset):
     def __getitem__(self, b: int) -> Batch:
         rows = self.chunks[b]  # rows of the split
         ids, mask = self.tokens.batch(self.file_rows[rows], trim=True)
-        return Batch(ids, mask, padded_positives(self.labels, rows))
+        if self.soft is None:
+            return Batch(ids, mask, padded_positives(self.labels, rows))
+        soft_ids, soft_logits = self.soft
+        return Batch(ids, mask, padded_positives(self.labels, rows), torch.from_numpy(soft_ids[rows].astype(np.int64)),
+                     torch.from_numpy(soft_logits[rows].astype(np.float32)))
 
 
 def loader(tokens: TokenCache, file_rows: np.ndarray, labels: sp.csr_matrix, chunks: list[np.ndarray],
-           num_workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+           num_workers: int = 0, pin_memory: bool = False,
+           soft: tuple[np.ndarray, np.ndarray] | None = None) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
-        BatchSet(tokens, file_rows, labels, chunks),
+        BatchSet(tokens, file_rows, labels, chunks, soft),
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,

@@ -61,6 +61,19 @@ def _register_linear_heads() -> None:
 
 _register_linear_heads()
 
+
+def _register_bilstm() -> None:
+    from xmlbench.models.baselines import bilstm
+
+    MODELS.register("bilstm", ModelEntry(
+        name="bilstm", cls=bilstm.BiLSTM, config_cls=bilstm.BiLSTMConfig,
+        description="token embeddings + 1-2 layer BiLSTM + max/mean/attention pooling + sigmoid (softmax "
+                    "for single-label data) head; the distillation student",
+        presets={"default": bilstm.default_preset, "smoke": bilstm.smoke_preset}, neural=True))
+
+
+_register_bilstm()
+
 MODELS.register(
     "tfidf-ovr",
     ModelEntry(

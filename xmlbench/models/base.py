@@ -40,6 +40,9 @@ class FitContext:
     resume: bool = False
     init_from: Path | None = None
     log: Callable[[str], None] = print
+    # ``xmlbench distill``: the teacher's top-k for every row of ``train`` (the transfer set), and the loss
+    # settings (``xmlbench.models.distillation.SoftTargets``); None trains on the labels alone
+    soft_targets: Any = None
 
 
 def read_model_meta(folder: Path, name: str, config_cls: type) -> tuple[dict[str, Any], Any]:
@@ -65,6 +68,9 @@ class Model(ABC):
     """A trained-or-trainable XMC model; ``config`` is its frozen config dataclass."""
 
     name: str = ""
+    # What predict's scores are: "probability" (in [0, 1]) or "margin" (an unbounded logit-like score);
+    # distillation turns them into teacher logits accordingly (xmlbench.models.distillation)
+    score_kind: str = "probability"
 
     def __init__(self, config: Any, dataset: Dataset) -> None:
         self.config = config

@@ -187,6 +187,26 @@ class NeuralModel(Model):
         """(scores, ids) of the k best labels per row, best first."""
         raise NotImplementedError
 
+    # Distillation students have a full label head: ``logits`` (B, L) and the supervised loss on them.
+    distillable = False
+
+    def logits(self, net: nn.Module, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def supervised_loss(self, logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def student_loss(self, soft):
+        """The training loss of a distillation student: alpha * L_d + beta * L_s (models/distillation.py)."""
+        from xmlbench.models.distillation import combined_loss
+
+        def loss(net: nn.Module, batch: Batch) -> torch.Tensor:
+            logits = self.logits(net, batch)  # (B, L)
+            return combined_loss(logits, self.supervised_loss(logits, batch.positives), batch.soft_ids,
+                                 batch.soft_logits, soft)
+
+        return loss
+
     def hierarchy(self) -> dict[str, Any]:
         """Label structure saved with the model (label vocabulary, clusters)."""
         return {"label_names": list(self.label_names)}
@@ -233,9 +253,14 @@ class NeuralModel(Model):
         if ctx.init_from is not None:
             self._load_weights_from(ctx.init_from)
 
+        soft = ctx.soft_targets
+        if soft is not None and not self.distillable:
+            raise UserError(f"model {self.name!r} cannot be a distillation student (it has no full label "
+                            "head); students: bilstm, sigmoid-linear, softmax-linear")
+
         def batches_for(chunks, pin):
             return loader(train_tokens, ctx.train.file_rows, ctx.train.labels, chunks,
-                          self.config.num_workers, pin)
+                          self.config.num_workers, pin, None if soft is None else (soft.ids, soft.logits))
 
         def evaluate() -> dict[str, float]:
             if ctx.select is None:
@@ -246,7 +271,8 @@ class NeuralModel(Model):
             ids, _ = self._predict_tokens(select_tokens, ctx.select.file_rows, max(KS), progress=False)
             return metrics(ids, ctx.select.labels, ks=KS)
 
-        trainable = loop.Trainable(net=self.net, loss=self.loss, evaluate=evaluate,
+        trainable = loop.Trainable(net=self.net, loss=self.loss if soft is None else self.student_loss(soft),
+                                   evaluate=evaluate,
                                    param_groups=self.param_groups, n_train=len(ctx.train),
                                    batches_for=batches_for,
                                    extra_state=lambda: {"config": json.dumps(self._config_dict())})

@@ -110,6 +110,7 @@ class LinearHeadModel(NeuralModel):
 
 class SoftmaxLinear(LinearHeadModel):
     name = "softmax-linear"
+    distillable = True
 
     def __init__(self, config: LinearHeadConfig, dataset: Dataset) -> None:
         super().__init__(config, dataset)
@@ -125,9 +126,14 @@ class SoftmaxLinear(LinearHeadModel):
         counts = np.bincount(labels.indices, minlength=self.n_labels).astype(np.float64)
         return torch.as_tensor(np.log((counts + 0.5) / (counts.sum() + 0.5 * self.n_labels)), dtype=torch.float32)
 
+    def logits(self, net: nn.Module, batch: Batch) -> torch.Tensor:
+        return net(batch.input_ids, batch.attention_mask)
+
+    def supervised_loss(self, logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+        return weighted_nll(logits, positives, self.class_weight.to(logits.device))
+
     def loss(self, net: nn.Module, batch: Batch) -> torch.Tensor:
-        logits = net(batch.input_ids, batch.attention_mask)
-        return weighted_nll(logits, batch.positives, self.class_weight.to(logits.device))
+        return self.supervised_loss(self.logits(net, batch), batch.positives)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, dim=1)
@@ -135,13 +141,18 @@ class SoftmaxLinear(LinearHeadModel):
 
 class SigmoidLinear(LinearHeadModel):
     name = "sigmoid-linear"
+    distillable = True
 
-    def loss(self, net: nn.Module, batch: Batch) -> torch.Tensor:
+    def logits(self, net: nn.Module, batch: Batch) -> torch.Tensor:
+        return net(batch.input_ids, batch.attention_mask)
+
+    def supervised_loss(self, logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
         from xmlbench.models.lightxml.model import dense_targets
 
-        logits = net(batch.input_ids, batch.attention_mask)
-        return F.binary_cross_entropy_with_logits(logits, dense_targets(batch.positives, logits.shape[1],
-                                                                        logits.dtype))
+        return F.binary_cross_entropy_with_logits(logits, dense_targets(positives, logits.shape[1], logits.dtype))
+
+    def loss(self, net: nn.Module, batch: Batch) -> torch.Tensor:
+        return self.supervised_loss(self.logits(net, batch), batch.positives)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)

@@ -43,6 +43,7 @@ class TfidfOvrConfig:
 
 class TfidfOvr(Model):
     name = "tfidf-ovr"
+    score_kind = "margin"  # raw SVM margins
 
     def __init__(self, config: TfidfOvrConfig, dataset: Dataset) -> None:
         super().__init__(config, dataset)

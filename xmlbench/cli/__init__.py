@@ -90,11 +90,11 @@ def _is_out_of_memory(e: RuntimeError) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from xmlbench.cli import bench, data, demo, experiments, listing, results, train
+    from xmlbench.cli import bench, data, demo, distill, experiments, listing, results, train
 
     p = argparse.ArgumentParser(prog="xmlbench", description="Extreme multi-label text classification benchmarks")
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
-    for group in (data, train, experiments, results, bench, demo, listing):
+    for group in (data, train, distill, experiments, results, bench, demo, listing):
         group.add_commands(sub)
     return p
 

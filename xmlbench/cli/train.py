@@ -43,9 +43,11 @@ def add_commands(sub) -> None:
     init.set_defaults(func=cmd_init)
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", help="registered name, synthetic preset (e.g. synth-eurlex4k) or folder")
-    p.add_argument("--model", default="lightxml", help="registered model (xmlbench list models)")
+def add_train_arguments(p: argparse.ArgumentParser, dataset: bool = True, model: str = "--model") -> None:
+    """The run options; ``xmlbench distill`` takes the dataset from its teacher and calls --model --student."""
+    if dataset:
+        p.add_argument("dataset", help="registered name, synthetic preset (e.g. synth-eurlex4k) or folder")
+    p.add_argument(model, dest="model", default="lightxml", help="registered model (xmlbench list models)")
     p.add_argument("--encoder", help="encoder for neural models (registered name, folder or hub id)")
     p.add_argument("--variants", help="comma-separated LightXML variants, e.g. se,loss-correction")
     p.add_argument("--preset", default="default", help="named preset of the model (e.g. default, smoke)")

@@ -69,3 +69,9 @@ def set_prior_bias(linear: nn.Linear, logits: torch.Tensor) -> None:
 def resolve_lr(value: float, fallback: float) -> float:
     """A negative learning rate means 'the same as the main one'."""
     return fallback if value < 0 or math.isnan(value) else value
+
+
+def single_label(labels: sp.csr_matrix) -> bool:
+    """Every training document has exactly one label: where a softmax head (and softmax distillation) fits."""
+    sizes = np.diff(labels.indptr)
+    return bool(len(sizes)) and bool((sizes == 1).all())

@@ -35,7 +35,8 @@ PREDICTIONS = "predictions.npz"
 CONFIG = "config.json"
 RESUMABLE = "checkpoint.pt"  # the training loop's resumable state (engine.loop.CHECKPOINT)
 # What a run writes into its folder; --force removes exactly these before starting over.
-RUN_FILES = (CONFIG, RECORD, PREDICTIONS, "checkpoint.pt", "best.pt", "history.jsonl", "train.log", "model")
+RUN_FILES = (CONFIG, RECORD, PREDICTIONS, "checkpoint.pt", "best.pt", "history.jsonl", "train.log", "model",
+             "transfer")
 # The options that, with the resolved model config and the dataset, make a run this run.
 IDENTITY_OPTIONS = ("model", "seed", "valid_size", "select_on")
 

@@ -143,13 +143,21 @@ def selection_split(ds: Dataset, opts: RunOptions) -> tuple[Split, Split | None,
 RUN_OUTPUT = Output("run", adopt=rec.is_run_folder)
 
 
-def run(opts: RunOptions) -> dict[str, Any]:
-    """Train, evaluate and record one run; returns the record."""
+def run(opts: RunOptions, distill: Any = None) -> dict[str, Any]:
+    """Train, evaluate and record one run; returns the record. ``distill`` (``runs.distill.DistillOptions``)
+    trains the model as a student of a finished teacher run (``xmlbench distill``)."""
     dist.init_from_env()  # under torchrun: join the process group; a no-op for one process
     timer = rec.StageTimer()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     entry = MODELS.get(opts.model)
     check_user_options(entry, opts)
+    if distill is not None:
+        from xmlbench.runs import distill as kd
+
+        if not getattr(entry.cls, "distillable", False):
+            raise UserError(f"--student {opts.model}: cannot be a distillation student (it has no full label "
+                            "head trained by gradient); students: bilstm, sigmoid-linear, softmax-linear")
+        kd.check_teacher_run(distill.teacher)
     with timer.stage("load"):
         ds = open_dataset(opts.dataset, progress=opts.progress)
     check_splits(ds)
@@ -157,6 +165,8 @@ def run(opts: RunOptions) -> dict[str, Any]:
     opts = resolve_protocol(opts, entry, ds, config)
     run_dir = Path(opts.out) if opts.out else default_run_dir(opts, config)
     identity = rec.run_identity(opts, config, ds)
+    if distill is not None:
+        identity["distillation"] = kd.record_key(distill)
     splits = selection_split(ds, opts)
     main = dist.is_main()  # under torchrun only rank 0 writes files, and only it holds the folder's lock
     guard = writing(run_dir, RUN_OUTPUT, force=opts.force, command=opts.command) if main else nullcontext()
@@ -165,7 +175,7 @@ def run(opts: RunOptions) -> dict[str, Any]:
         dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
         if finished is not None:
             return finished
-        return _train_and_record(opts, entry, ds, config, splits, run_dir, identity, timer, started)
+        return _train_and_record(opts, entry, ds, config, splits, run_dir, identity, timer, started, distill)
 
 
 def check_splits(ds: Dataset) -> None:
@@ -177,7 +187,7 @@ def check_splits(ds: Dataset) -> None:
 
 def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: Any,
                       splits: tuple[Split, Split | None, str], run_dir: Path, identity: dict[str, Any],
-                      timer: rec.StageTimer, started: str) -> dict[str, Any]:
+                      timer: rec.StageTimer, started: str, distill: Any = None) -> dict[str, Any]:
     main = dist.is_main()
     train, select, select_name = splits
     _seed_everything(opts.seed)
@@ -196,6 +206,13 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
         init_from=Path(opts.init_from) if opts.init_from else None,
         log=_logger(run_dir) if main else (lambda msg: None),
     )
+    facts: dict[str, Any] | None = None
+    if distill is not None:  # the transfer set replaces train; the teacher's top-k rides with each batch
+        from xmlbench.runs import distill as kd
+
+        with timer.stage("teacher"):
+            ctx.train, ctx.soft_targets, facts, teacher = kd.prepare(distill, ds, train, run_dir, opts.progress,
+                                                                     ctx.log)
     with timer.stage("fit"):
         selection = dict(model.fit(ctx) or {})
     timer.seconds["fit"] += selection.pop("earlier_sessions_s", 0.0)  # a resumed run's sessions before this one
@@ -209,6 +226,10 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
     if select is not None and select_name == "valid":  # never the test split: it is read once, below
         with timer.stage("diagnostics"):
             diagnostics = dict(model.diagnostics(select) or {})
+
+    if facts is not None and select is not None and select_name == "valid":
+        with timer.stage("inference_speed"):
+            facts["inference"] = kd.inference_speed(teacher, model, select, TOP_K)
 
     metrics: dict[str, dict[str, float]] = {}
     inv_p = ds.inv_propensity()
@@ -256,6 +277,9 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run_dir": str(run_dir),
     }
+    if facts is not None:
+        record["distillation"] = facts
+        record["dataset"]["n_transfer"] = len(ctx.train)
     if select_name == "test":
         record["selection"]["warning"] = "checkpoint chosen on the TEST split (original LightXML protocol)"
     record["world_size"] = dist.world_size()

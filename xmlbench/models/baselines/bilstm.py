@@ -36,7 +36,7 @@ from xmlbench.engine.batches import Batch
 from xmlbench.errors import UserError
 from xmlbench.models.base import FitContext
 from xmlbench.models.baselines.linear_heads import weighted_nll
-from xmlbench.models.heads import BiasInit, HeadNorm, document_norm, prior_logits, set_prior_bias
+from xmlbench.models.heads import BiasInit, HeadNorm, document_norm, prior_logits, set_prior_bias, single_label
 from xmlbench.models.neural import NeuralConfig, NeuralModel
 
 RANDOM_DIM = 300  # the width of a random table when embedding_dim is 0
@@ -72,12 +72,6 @@ class BiLSTMConfig(NeuralConfig):
         if self.vectors_file and self.embeddings != "vectors":
             raise UserError(f"config key 'vectors_file' is set but 'embeddings' is {self.embeddings!r}: add "
                             "--set embeddings=vectors, or drop vectors_file")
-
-
-def single_label(labels) -> bool:
-    """Every training document has exactly one label."""
-    sizes = np.diff(labels.indptr)
-    return bool(len(sizes)) and bool((sizes == 1).all())
 
 
 class BiLSTMNet(nn.Module):

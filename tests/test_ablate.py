@@ -117,3 +117,13 @@ def _default_numba_threads() -> int:
     import numba
 
     return numba.config.NUMBA_DEFAULT_NUM_THREADS
+
+
+def test_the_all_arm_leaves_out_refused_combinations_and_scalar_mix_runs_alone():
+    from xmlbench.models.lightxml.variants import VARIANTS
+
+    arms = plan_arms("flat", None, VARIANTS.names())
+    names = [a.name for a in arms]
+    assert "scalar-mix" in names and "all" in names
+    together = next(a for a in arms if a.name == "all")
+    assert "scalar-mix" not in together.variants and {"se", "doc-rep"} <= set(together.variants)

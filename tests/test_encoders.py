@@ -222,3 +222,16 @@ def test_asking_for_more_layers_than_exist_fails():
         cls_embedding(hidden, torch.ones(3, 6), n_layers=5)
     with pytest.raises(ValueError, match="cls_position"):
         cls_embedding(hidden, torch.ones(3, 6), n_layers=2, cls_position="middle")
+
+
+def test_deberta_v3_is_a_hub_encoder_failing_offline_with_the_same_line(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    assert ENCODERS.get("deberta-v3").source == "microsoft/deberta-v3-base"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(UserError) as error:
+        load_encoder("deberta-v3")
+    assert str(error.value) == ("encoder 'deberta-v3' (microsoft/deberta-v3-base) cannot be downloaded here "
+                                "(offline?); encoders that work offline: minilm, tiny, bert-base-random, or "
+                                "a local folder")

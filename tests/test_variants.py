@@ -34,7 +34,16 @@ N_LABELS = 58  # 9 clusters of 6 and one of 4: cluster_labels has -1 padding
 LEAVES = [np.arange(i, min(i + 6, N_LABELS)) for i in range(0, N_LABELS, 6)]
 TOP_B = 3
 NAMES = V.VARIANTS.names()
-COMBOS = [(n,) for n in NAMES] + list(itertools.combinations(NAMES, 2)) + [tuple(NAMES)]
+# Pairs one variant refuses (scalar-mix with se / doc-rep) are tested apart: they must be refused.
+REFUSED = [c for c in itertools.combinations(NAMES, 2) if V.refused_pairs(c)]
+COMBOS = ([(n,) for n in NAMES] + [c for c in itertools.combinations(NAMES, 2) if c not in REFUSED]
+          + [tuple(n for n in NAMES if n != "scalar-mix")])
+
+
+@pytest.mark.parametrize("variants", REFUSED, ids=lambda c: "+".join(c))
+def test_refused_combinations_are_one_user_error(encoder, variants):
+    with pytest.raises(UserError, match="do not combine"):
+        make_net(encoder, make_cfg(variants), True)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +147,8 @@ def test_all_switches_off_is_exactly_the_base(encoder, clustered):
     assert a.variants.transform_layers(x) is x and a.variants.candidate_logits(x, x) is x
 
 
-@pytest.mark.parametrize("variant", NAMES)
+# scalar-mix changes the document's width (5H -> H), so the heads built after it have other shapes by design
+@pytest.mark.parametrize("variant", [n for n in NAMES if n != "scalar-mix"])
 def test_enabling_a_variant_leaves_the_base_initialisation_and_rng_alone(encoder, variant):
     base = make_net(encoder, make_cfg())
     rng_after_base = torch.get_rng_state()
@@ -364,3 +374,29 @@ def test_shortlist_variants_refuse_flat_mode(encoder, variant):
     with pytest.raises(UserError, match="clustered mode"):
         make_net(encoder, cfg, clustered=False)
     V.check(cfg, clustered=True)
+
+
+def test_scalar_mix_is_elmos_weighted_sum_over_every_layer(encoder):
+    """gamma * sum_j softmax(w)_j h_j over all hidden states' [CLS]; heads built for width H; the encoder's
+    weights are those of the base model; diagnostics report the weights and gamma."""
+    base = make_net(encoder, make_cfg(), clustered=False)
+    net = make_net(encoder, make_cfg(("scalar-mix",)), clustered=False)
+    H = encoder.hidden_size
+    assert net.classifier.in_features == H and base.classifier.in_features == 5 * H
+    sb, sv = base.state_dict(), net.state_dict()
+    assert all(torch.equal(sb[k], sv[k]) for k in sb if k.startswith("encoder."))
+    mix = net.variants["scalar-mix"]
+    assert mix.n_states == encoder.n_layers + 1
+    ids, mask, _ = make_batch()
+    net.eval()
+    with torch.no_grad():
+        mix.weights.copy_(torch.tensor([0.0, 1.0, 2.0, 0.0, -1.0, 0.5, 3.0]))
+        mix.gamma.fill_(1.7)
+        hidden = net.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        doc = mix.transform_document(None, hidden, mask)
+        s = torch.softmax(mix.weights, 0)
+        expected = 1.7 * sum(s[j] * hidden[j][:, 0] for j in range(len(hidden)))  # [CLS] is position 0
+    torch.testing.assert_close(doc, expected)
+    probe = V.Probe(net=net, batches=lambda: iter([make_batch()]))
+    d = mix.diagnostics(probe)
+    assert len(d["weights"]) == 7 and abs(sum(d["weights"]) - 1) < 1e-6 and d["gamma"] == pytest.approx(1.7)

@@ -76,6 +76,8 @@ _register(
     EncoderSpec("xlnet", "xlnet-base-cased", "last", False, "XLNet base, cased; <cls> is the last token")
 )
 _register(EncoderSpec("distilbert", "distilbert-base-uncased", "first", True, "DistilBERT base, uncased"))
+# seed 004's third family beside BERT and RoBERTa; cased SentencePiece vocabulary, [CLS] first
+_register(EncoderSpec("deberta-v3", "microsoft/deberta-v3-base", "first", False, "DeBERTa-v3 base"))
 # Offline encoders: a real small pretrained model, and random BERTs sharing its (uncased) vocabulary.
 _register(
     EncoderSpec(

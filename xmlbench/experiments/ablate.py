@@ -48,15 +48,29 @@ def plan_arms(dataset_mode: str, forced_mode: str | None, variants: list[str]) -
             return forced_mode
         return "clustered" if dataset_mode == "clustered" or needs_clustered & set(vs) else "flat"
 
-    wanted = [(v,) for v in variants] + ([tuple(variants)] if len(variants) > 1 else [])
+    together = compatible(variants)
+    wanted = [(v,) for v in variants] + ([together] if len(together) > 1 else [])
     arms = [Arm(_arm_name(vs), vs, mode_for(vs)) for vs in wanted]
     modes = sorted({a.mode for a in arms} | {mode_for(())})
     bases = [Arm(BASE if len(modes) == 1 else f"{BASE}-{m}", (), m) for m in modes]
     return bases + arms
 
 
+def compatible(variants: list[str]) -> tuple[str, ...]:
+    """The "all together" arm: the variants in order, leaving out any that an earlier kept one refuses (or
+    that refuses it): scalar-mix replaces the [CLS] concatenation that se and doc-rep act on."""
+    from xmlbench.models.lightxml.variants import refused_pairs
+
+    kept: list[str] = []
+    for v in variants:
+        if not refused_pairs([*kept, v]):
+            kept.append(v)
+    return tuple(kept)
+
+
 def _arm_name(variants: tuple[str, ...]) -> str:
-    return "+".join(variants) if len(variants) < len(VARIANTS.names()) else "all"
+    everything = compatible(VARIANTS.names())
+    return "all" if len(variants) > 1 and set(variants) == set(everything) else "+".join(variants)
 
 
 def base_of(arm: Arm, arms: list[Arm]) -> str:

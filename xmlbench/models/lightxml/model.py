@@ -82,9 +82,10 @@ class LightXMLNet(nn.Module):
         self.cls_position = cls_position
         self.n_labels = n_labels
         n_clusters = clusters[1].shape[0] if clusters is not None else None
+        n_states = int(getattr(getattr(encoder, "config", None), "num_hidden_layers", -1)) + 1
         self.variants = V.build(cfg, V.VariantContext(cfg.n_layers, hidden_size, n_labels, n_clusters, cfg.hidden,
-                                                      cfg.dropout))
-        dim = cfg.n_layers * hidden_size
+                                                      cfg.dropout, n_states, cls_position))
+        dim = self.variants.document_dim(cfg.n_layers * hidden_size)  # 5H; scalar-mix: H
         self.doc_norm = document_norm(cfg.head_norm, dim)
         self.dropout = nn.Dropout(cfg.dropout)
         if clusters is None:

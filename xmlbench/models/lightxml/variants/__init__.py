@@ -56,8 +56,20 @@ def check(cfg, clustered: bool) -> None:
                 f"variant {name!r} needs clustered mode (it acts on the generator/shortlist); "
                 "add --set mode=clustered"
             )
+    for name, other, why in refused_pairs(cfg.variants):
+        raise UserError(f"variants {name!r} and {other!r} do not combine: {why}")
     if len(set(cfg.variants)) != len(cfg.variants):
         raise UserError(f"variants listed twice: {','.join(cfg.variants)}")
+
+
+def refused_pairs(names) -> list[tuple[str, str, str]]:
+    """(variant, other, why) for every enabled pair that one of the two refuses."""
+    out = []
+    for name in names:
+        for other, why in VARIANTS.get(name).refuses:
+            if other in names:
+                out.append((name, other, why))
+    return out
 
 
 def build(cfg, ctx: VariantContext) -> VariantChain:
@@ -83,4 +95,4 @@ def variant_seed(name: str) -> int:
 
 
 __all__ = ["HOOKS", "VARIANTS", "Probe", "Variant", "VariantChain", "VariantContext", "VariantSpec", "build",
-           "check", "config_fields", "register", "unknown_variants", "variant_seed"]
+           "check", "config_fields", "refused_pairs", "register", "unknown_variants", "variant_seed"]

@@ -44,6 +44,8 @@ class VariantContext:
     n_clusters: int | None  # K in clustered mode, None in flat mode
     head_hidden: int  # h, the discriminator's bottleneck width
     dropout: float  # the model's dropout on the document vector
+    n_states: int = 0  # hidden states the encoder returns (embeddings + one per layer); 0: unknown
+    cls_position: str = "first"  # where the classification token sits ('last': XLNet)
 
     @property
     def dim(self) -> int:
@@ -93,6 +95,10 @@ class Variant(nn.Module):
     def transform_document(self, doc: torch.Tensor, hidden, mask: torch.Tensor) -> torch.Tensor:
         return doc
 
+    def document_dim(self, dim: int) -> int:
+        """The width of ``transform_document``'s output, given its input's (read when the heads are built)."""
+        return dim
+
     def discriminator_input_dim(self, dim: int) -> int:
         return dim
 
@@ -111,7 +117,7 @@ class Variant(nn.Module):
         return {}
 
 
-HOOKS = ("transform_layers", "transform_document", "discriminator_input_dim", "discriminator_input",
+HOOKS = ("transform_layers", "transform_document", "document_dim", "discriminator_input_dim", "discriminator_input",
          "candidate_logits", "extend_candidates",
          "diagnostics")
 
@@ -125,6 +131,8 @@ class VariantSpec:
     build: Callable[[Any, VariantContext], Variant]  # (its config section, shapes) -> module
     description: str
     needs_clustered: bool = False  # acts on the generator or the shortlist: refused in flat mode
+    # (other variant, why): combinations that make no sense, refused when both are enabled
+    refuses: tuple[tuple[str, str], ...] = ()
 
     @property
     def section(self) -> str:
@@ -152,6 +160,9 @@ class VariantChain(nn.ModuleDict):
 
     def transform_document(self, doc: torch.Tensor, hidden, mask: torch.Tensor) -> torch.Tensor:
         return self._fold("transform_document", doc, hidden, mask)
+
+    def document_dim(self, dim: int) -> int:
+        return self._fold("document_dim", dim)
 
     def discriminator_input_dim(self, dim: int) -> int:
         return self._fold("discriminator_input_dim", dim)

@@ -40,12 +40,38 @@ def add_commands(subparsers) -> None:
                    help="replace --out, DIR/README.md or the plots even if xmlbench did not write them")
     t.set_defaults(func=cmd_table)
 
+    d = subparsers.add_parser("distill-table", help="distillation table (teacher, student, P@k, parameters, "
+                                                    "docs/s, retention) from distilled run folders")
+    d.add_argument("runs", nargs="+", metavar="RUNS", help="student run folders or folders that hold them")
+    d.add_argument("--out", metavar="DIR", help="write DIR/distillation.md and DIR/distillation.csv")
+    d.add_argument("--force", action="store_true", help="replace them even if xmlbench did not write them")
+    d.set_defaults(func=cmd_distill_table)
+
     c = subparsers.add_parser("compare", help="compare two sets of runs: deltas, paired t-test, bootstrap CI")
     c.add_argument("runs_a", metavar="RUNS_A", help="run folder or folder of runs (A)")
     c.add_argument("runs_b", metavar="RUNS_B", help="run folder or folder of runs (B)")
     c.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
     c.add_argument("--json", action="store_true", help="print the comparison as JSON")
     c.set_defaults(func=cmd_compare)
+
+
+def cmd_distill_table(args) -> int:
+    from xmlbench.outputs import claim_file
+    from xmlbench.results import distillation as kd
+
+    if args.out:
+        for name in ("distillation.md", "distillation.csv"):
+            claim_file(Path(args.out) / name, "distillation table", force=args.force)
+    records = kd.distilled_runs([Path(p) for p in args.runs])
+    table = kd.rows(records)
+    datasets = sorted({r["dataset"]["name"] for r in records})
+    text = kd.markdown(table, ", ".join(datasets))
+    if args.out:
+        write_text(Path(args.out) / "distillation.md", text)
+        write_text(Path(args.out) / "distillation.csv", kd.csv(table))
+        print(f"wrote {args.out}/distillation.md and .csv ({len(records)} students)", file=sys.stderr)
+    print(text)
+    return 0
 
 
 def metric_keys(text: str) -> list[str]:

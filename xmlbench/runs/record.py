@@ -200,6 +200,9 @@ def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
     if fingerprint:
         out["dataset fingerprint"] = fingerprint
     out.update(_flatten(identity.get("model_config", {})))
+    # A distilled run (xmlbench distill) is another run than the same model trained on labels alone
+    out["distilled from"] = (identity.get("distillation") or {}).get("teacher")
+    out.update(_flatten(identity.get("distillation") or {}, "distillation."))
     return out
 
 

@@ -16,8 +16,8 @@ from xmlbench.outputs import Output, claim_folder, holding_only
 from xmlbench.runs import record as rec
 from xmlbench.runs.runner import RunOptions, run
 
-BASELINES = ("label-frequency", "tfidf-ovr", "tree", "sigmoid-linear", "softmax-linear")
-NEURAL = ("sigmoid-linear", "softmax-linear")
+BASELINES = ("label-frequency", "tfidf-ovr", "tree", "sigmoid-linear", "softmax-linear", "bilstm")
+NEURAL = ("sigmoid-linear", "softmax-linear", "bilstm")
 
 
 def run_baselines(template: RunOptions, root: Path, models: tuple[str, ...] = BASELINES,

@@ -235,7 +235,7 @@ def test_bilstm_reads_word_vectors_through_its_tokenizer(tiny_dataset, tmp_path)
 def test_distill_user_errors_are_one_line(tiny_dataset, tfidf_teacher, tmp_path):
     def cli(*args):
         done = subprocess.run([sys.executable, "-m", "xmlbench", *args], capture_output=True, text=True,
-                              timeout=120)
+                              timeout=600)
         return done.returncode, done.stderr.strip().splitlines()
 
     rc, err = cli("distill", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s"))

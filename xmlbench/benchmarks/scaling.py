@@ -320,13 +320,15 @@ def write_readme_block(readme: Path, text: str) -> None:
 def bench_scaling(sizes: list[str], components: list[str], out_dir: Path, timeout_s: float = 1800.0,
                   readme: Path | None = None) -> dict[str, Any]:
     new: list[dict[str, Any]] = []
+    csv_path = out_dir / "scaling.csv"
+    rows = read_csv(csv_path)
     for component in components:  # no components: only rewrite the plot and the README from the CSV
         for size in sizes:
             print(f"scaling: {component} at {size} labels ...", file=sys.stderr, flush=True)
-            new += run_point(component, size, timeout_s)
-    csv_path = out_dir / "scaling.csv"
-    rows = merge_rows(read_csv(csv_path), new)
-    write_csv(csv_path, rows)
+            point = run_point(component, size, timeout_s)
+            new += point
+            rows = merge_rows(rows, point)
+            write_csv(csv_path, rows)  # after every point: a sweep stopped halfway keeps what it measured
     slopes = fitted_slopes(rows)
     plot = out_dir / "scaling.png"
     plotted = write_plot(plot, rows, slopes)

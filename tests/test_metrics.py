@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from xmlbench.errors import UserError
 from xmlbench.metrics import METRICS, evaluate, metric_key, parse_metric_names
-from xmlbench.metrics.kernels import CHUNK_ROWS, _sort8_descending, precision_only_kernel
+from xmlbench.metrics.kernels import CHUNK_ROWS, _sort8_descending, precision_only_kernel, rank_sums
 from xmlbench.metrics.propensity import inv_propensity
 
 FAMILIES = ("P", "nDCG", "R")
@@ -258,6 +258,24 @@ def test_precision_only_kernel_agrees_without_repeats():
     for k in (1, 5, 12):
         want = reference_metrics(topk, truth_rows, (k,))[f"P@{k}"]
         assert precision_only_kernel(topk, truth.indptr, truth.indices, k) == pytest.approx(want)
+
+
+@pytest.mark.parametrize("k_max", [1, 3, 5, 8, 10])
+def test_best_propensity_table_is_bit_identical_to_sorting_each_row(k_max):
+    # One chunk (n < CHUNK_ROWS), so every cell is a sum over rows in row order: the kernel's sorting
+    # network and padded adds must give exactly what sorting each row's weights in Python gives.
+    rng = np.random.default_rng(k_max)
+    n, n_labels = 400, 60
+    rows = [sorted(rng.choice(n_labels, size=s, replace=False).tolist()) for s in rng.integers(0, 13, n)]
+    truth = csr(rows, n_labels)
+    w = rng.random(n_labels) * 100.0  # unrounded weights: any change of order or of terms shows
+    topk = rng.integers(-1, n_labels, size=(n, 6)).astype(np.int32)
+    *_, ps_best = rank_sums(topk, truth.indptr, truth.indices, k_max, w, True)
+    want = np.zeros((k_max, k_max + 1))
+    for y in rows:
+        for r, v in enumerate(sorted((w[lab] for lab in y), reverse=True)[:k_max]):
+            want[r, min(len(y), k_max)] += v
+    assert np.array_equal(ps_best, want)
 
 
 def test_sorting_network_sorts_every_zero_one_input():

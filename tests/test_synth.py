@@ -49,6 +49,7 @@ def test_presets_have_the_real_datasets_counts():
         "synth-eurlex4k": (15_449, 3_865, 3_956, 5.30),
         "synth-amazon670k": (490_449, 153_025, 670_091, 5.45),
         "synth-wiki500k": (1_779_881, 769_421, 501_070, 4.75),
+        "synth-amazon3m": (1_717_899, 742_507, 2_812_281, 36.04),
     }
     for name, counts in expected.items():
         spec = PRESETS.get(name)

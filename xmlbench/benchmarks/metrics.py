@@ -4,7 +4,8 @@
 670,091 labels, ~5.45 true labels per row, Zipf-like label frequencies, top-10 predictions with about one
 hit in three) and times:
 
-* ``evaluate`` with every family at k = 1, 3, 5 and propensities (warm: best of 5 after a warm-up);
+* ``evaluate`` with every family at k = 1, 3, 5 and propensities (warm: best of ``REPEATS`` after a
+  warm-up; a call takes ~20 ms, and on a shared machine the best of many is the figure that means something);
 * the yardstick ``precision_only_kernel`` (P@5 only) on the same data, same protocol, and the ratio;
 * the first ``evaluate`` in a fresh Python process (import of xmlbench.metrics + first call), once with
   the normal numba cache (warm after the in-process warm-up) and once with an empty cache (compiling).
@@ -31,6 +32,8 @@ AMAZON670K_LABELS = 670_091
 LABELS_PER_ROW = 5.45
 HIT_SHARE = 1 / 3
 KS = (1, 3, 5)
+REPEATS = 15
+TARGET_RATIO = 1.5  # issue 17: all families at k = 1, 3, 5 within 1.5x of the bare P@k kernel
 
 
 def zipf_like_labels(rng: np.random.Generator, size: int, n_labels: int) -> np.ndarray:
@@ -157,7 +160,8 @@ def bench_metrics(
         {
             "evaluate": lambda: evaluate(topk, truth, ks=KS, inv_propensity=weights),
             "yardstick": lambda: precision_only_kernel(topk, truth.indptr, truth.indices, 5),
-        }
+        },
+        repeats=REPEATS,
     )
     (t_all, cpu_all), (t_yard, cpu_yard) = times["evaluate"], times["yardstick"]
     values = evaluate(topk, truth, ks=KS, inv_propensity=weights)
@@ -167,6 +171,8 @@ def bench_metrics(
         "k": k,
         "nnz": int(truth.nnz),
         "threads": _numba_threads(),
+        "repeats": REPEATS,
+        "load_avg_1m": os.getloadavg()[0],  # other processes' load: the timings are only as good as this
         "evaluate_warm_s": t_all,
         "yardstick_p5_warm_s": t_yard,
         "ratio": t_all / t_yard,
@@ -202,14 +208,14 @@ def format_bench(report: dict) -> str:
     """Human-readable lines for ``xmlbench bench metrics``."""
     lines = [
         f"metrics bench: {report['n']:,} rows x {report['n_labels']:,} labels, nnz {report['nnz']:,}, "
-        f"top-{report['k']}, {report['threads']} numba threads",
-        "  warm, best of 5                   :     wall       cpu (all threads)",
+        f"top-{report['k']}, {report['threads']} numba threads, load average {report['load_avg_1m']:.2f}",
+        f"  warm, best of {report['repeats']:<2d}                  :     wall       cpu (all threads)",
         f"  evaluate, all metrics @1,3,5 + PS : {1e3 * report['evaluate_warm_s']:8.2f} ms "
         f"{1e3 * report['evaluate_warm_cpu_s']:8.2f} ms",
         f"  yardstick precision_only P@5      : {1e3 * report['yardstick_p5_warm_s']:8.2f} ms "
         f"{1e3 * report['yardstick_p5_warm_cpu_s']:8.2f} ms",
         f"  ratio all / yardstick             : {report['ratio']:8.2f} x  {report['cpu_ratio']:8.2f} x"
-        "  (target <= 2)",
+        f"  (target <= {TARGET_RATIO})",
         f"  P@5 evaluate / yardstick          : {report['P@5']:.4f} / {report['yardstick_P@5']:.4f}",
     ]
     for key, label in (("fresh_process", "normal cache"), ("fresh_process_cold_cache", "empty cache ")):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from xmlbench import benchmarks
+from xmlbench.errors import UserError
 
 
 def add_commands(sub) -> None:
@@ -15,11 +16,19 @@ def add_commands(sub) -> None:
                    help="dataset, for benchmarks that take one (cluster, pipeline: default synth-amazon670k)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--steps", type=int, default=20, help="training steps, for benchmarks that train")
+    p.add_argument("--sizes", default="", help="scaling: label counts, e.g. 4k,30k,130k,670k,3m")
+    p.add_argument("--components", default="",
+                   help="scaling: cluster,metrics,tree-fit,tree-predict,step,predict (default all)")
+    p.add_argument("--timeout", type=float, default=0.0, help="scaling: seconds per point (default 1800)")
+    p.add_argument("--readme", action="store_true", help="scaling: rewrite the README's scaling block (alone: from the CSV, measuring nothing)")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
     bench = benchmarks.get(args.what)
-    result = bench.run(benchmarks.BenchOptions(dataset=args.dataset, steps=args.steps))
+    extra = {"sizes": args.sizes, "components": args.components, "timeout_s": args.timeout, "readme": args.readme}
+    if args.what != "scaling" and any(extra.values()):
+        raise UserError("--sizes, --components, --timeout and --readme are options of 'bench scaling' only")
+    result = bench.run(benchmarks.BenchOptions(dataset=args.dataset, steps=args.steps, extra=extra))
     print(json.dumps(result, indent=2) if args.json else bench.format(result))
     return 0

@@ -152,16 +152,16 @@ def _insert_largest(values, start, end, out) -> int:
     return filled
 
 
-@njit(cache=True)
-def _largest_values(values, start, end, out) -> int:
-    """Largest ``len(out)`` of ``values[start:end]`` (at least one) into ``out``, descending; their number.
+@njit(cache=True, inline="always")
+def _add_best_of_short_row(values, start, end, m, ps_best) -> None:
+    """ps_best[r, m] += the (r+1)-th largest of ``values[start:end]`` (at most ``NETWORK_SIZE`` of them).
 
-    Up to 8 values (the common row) go through a sorting network: the branchy insertion sort mispredicts on
-    random weights and cost as much as the whole P@k pass.
+    A sorting network, then one add per table rank whether or not the row has that many values (adding
+    0.0 changes no sum): the branchy insertion sort mispredicted on random weights, and a loop over the
+    row's own length mispredicted almost as often; together they cost as much as the whole P@k pass.
+    Inlined, so the eight values stay in registers.
     """
     n = end - start
-    if n > NETWORK_SIZE:
-        return _insert_largest(values, start, end, out)
     v0, v1, v2, v3, v4, v5, v6, v7 = _sort8_descending(
         _value_or_floor(values, start, end, 0),
         _value_or_floor(values, start, end, 1),
@@ -172,24 +172,23 @@ def _largest_values(values, start, end, out) -> int:
         _value_or_floor(values, start, end, 6),
         _value_or_floor(values, start, end, 7),
     )
-    cap = out.shape[0]
-    if cap > 0:
-        out[0] = v0
-    if cap > 1:
-        out[1] = v1
-    if cap > 2:
-        out[2] = v2
-    if cap > 3:
-        out[3] = v3
-    if cap > 4:
-        out[4] = v4
-    if cap > 5:
-        out[5] = v5
-    if cap > 6:
-        out[6] = v6
-    if cap > 7:
-        out[7] = v7
-    return min(n, cap)
+    ranks = min(ps_best.shape[0], NETWORK_SIZE)  # ranks >= n add nothing; beyond 8 none has a value
+    if ranks > 0:
+        ps_best[0, m] += v0  # n >= 1: the caller skips empty rows
+    if ranks > 1:
+        ps_best[1, m] += v1 if n > 1 else 0.0
+    if ranks > 2:
+        ps_best[2, m] += v2 if n > 2 else 0.0
+    if ranks > 3:
+        ps_best[3, m] += v3 if n > 3 else 0.0
+    if ranks > 4:
+        ps_best[4, m] += v4 if n > 4 else 0.0
+    if ranks > 5:
+        ps_best[5, m] += v5 if n > 5 else 0.0
+    if ranks > 6:
+        ps_best[6, m] += v6 if n > 6 else 0.0
+    if ranks > 7:
+        ps_best[7, m] += v7 if n > 7 else 0.0
 
 
 @njit(cache=True)
@@ -289,9 +288,12 @@ def _sum_rows(topk, indptr, indices, k_max, inv_prop, use_ps, lo, hi, hits, reca
             continue  # convention (c): counted in n by the caller, contributes 0 everywhere
         m = min(n_true, k_max)
         if use_ps:
-            n_best = _largest_values(true_w, start - base, end - base, best)
-            for r in range(n_best):
-                ps_best[r, m] += best[r]
+            if n_true <= NETWORK_SIZE:  # the common row
+                _add_best_of_short_row(true_w, start - base, end - base, m, ps_best)
+            else:
+                n_best = _insert_largest(true_w, start - base, end - base, best)
+                for r in range(n_best):
+                    ps_best[r, m] += best[r]
         if scan > MASK_RANKS:
             _add_hits_by_rank(topk, i, scan, indices, start, end, inv_prop, use_ps, m, hits, recall, ps_hits)
             continue

@@ -1,0 +1,99 @@
+"""``xmlbench bench scaling``: its parsing, the fitted slopes, the CSV merge, the README block, one real point.
+
+No timing is asserted: the benchmark reports figures, the tests check that what it writes is right.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from xmlbench.benchmarks import scaling
+from xmlbench.errors import UserError
+
+
+def rows_for(component: str, exponent: float, mem_exponent: float) -> list[dict]:
+    return [
+        {"component": component, "size": f"s{n}", "n_labels": n, "seconds": 1e-3 * n ** exponent,
+         "unit": "s", "peak_rss_gb": 0.5 * n ** mem_exponent, "status": "ok", "load_avg_1m": 1.0}
+        for n in (1_000, 10_000, 100_000)
+    ]
+
+
+def test_slopes_recover_the_exponents_and_skip_stopped_points():
+    rows = rows_for("cluster", 1.2, 0.5) + rows_for("metrics", 1.0, 0.0)
+    rows.append({"component": "metrics", "size": "big", "n_labels": 10**7, "seconds": "", "unit": "",
+                 "peak_rss_gb": 13.0, "status": "stopped: over 12 GB", "load_avg_1m": 1.0})
+    slopes = scaling.fitted_slopes(rows)
+    assert slopes["cluster"]["time"] == pytest.approx(1.2) and slopes["cluster"]["memory"] == pytest.approx(0.5)
+    assert slopes["metrics"]["time"] == pytest.approx(1.0) and slopes["metrics"]["memory"] == pytest.approx(0.0)
+    assert "step" not in slopes  # no points, no slope
+
+
+def test_csv_round_trip_and_a_point_measured_again_replaces_its_row(tmp_path):
+    path = tmp_path / "scaling.csv"
+    old = rows_for("cluster", 1.0, 0.0)
+    scaling.write_csv(path, old)
+    again = dict(old[1], seconds=99.0, load_avg_1m=3.0)
+    merged = scaling.merge_rows(scaling.read_csv(path), [again])
+    assert len(merged) == 3
+    assert [float(r["seconds"]) for r in merged] == [old[0]["seconds"], 99.0, old[2]["seconds"]]
+
+
+def test_readme_block_is_replaced_between_the_markers_only(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{scaling.README_BEGIN}\nold table\n{scaling.README_END}\nafter\n")
+    scaling.write_readme_block(readme, scaling.markdown_table(rows_for("cluster", 1.0, 0.0), {}))
+    text = readme.read_text()
+    assert text.startswith("before\n") and text.endswith(f"{scaling.README_END}\nafter\n")
+    assert "old table" not in text and "| cluster | 10,000 |" in text
+    readme.write_text("no markers\n")
+    with pytest.raises(UserError, match="no block"):
+        scaling.write_readme_block(readme, "x")
+
+
+def test_bad_sizes_and_components_are_user_errors():
+    assert scaling.parse_sizes("4k, 3M") == ["4k", "3m"]
+    assert scaling.parse_components("metrics,tree-predict,predict") == ["metrics", "tree", "step"]
+    for bad in ("", "5k", "4k,huge"):
+        with pytest.raises(UserError, match="size"):
+            scaling.parse_sizes(bad)
+    with pytest.raises(UserError, match="component"):
+        scaling.parse_components("cluster,nope")
+
+
+def test_random_bow_rows_are_normalised_and_hold_their_labels_signatures():
+    from xmlbench.benchmarks.metrics import random_truth
+
+    rng = np.random.default_rng(0)
+    labels = random_truth(rng, 50, 40, 3.0)
+    X = scaling.random_bow(np.random.default_rng(1), labels, vocab=500, doc_nnz=5)
+    assert X.shape == (50, 500) and X.dtype == np.float32
+    assert np.allclose(np.sqrt(X.multiply(X).sum(axis=1)).A.ravel(), 1.0, atol=1e-5)
+
+
+def test_one_metrics_point_in_process():
+    (row,) = scaling.measure("metrics", 2_000)
+    assert row["component"] == "metrics" and row["seconds"] > 0 and math.isfinite(row["seconds"])
+
+
+def test_a_point_over_its_time_limit_is_recorded_as_stopped():
+    rows = scaling.run_point("cluster", "4k", timeout_s=0.5)
+    assert [r["component"] for r in rows] == ["cluster"]
+    assert rows[0]["status"] == "stopped: over 0.5 s" and rows[0]["seconds"] == ""
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "scaling", "--sizes", "5k"], "unknown size 5k"),
+    (["bench", "scaling", "--components", "nope"], "unknown component nope"),
+    (["bench", "scaling", "--timeout", "-1"], "--timeout must be positive"),
+    (["bench", "metrics", "--sizes", "4k"], "options of 'bench scaling' only"),
+])
+def test_command_line_errors_are_one_line(argv, message, capsys):
+    from xmlbench.cli import main
+
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -75,9 +75,7 @@ def _ensemble_into(run_dirs: list[Path], out: Path, command: str) -> dict:
     tests = {r["dataset"]["test_fingerprint"] for r in records}
     if len(tests) != 1:
         raise UserError("ensemble members were evaluated on different test files (test fingerprints differ)")
-    from xmlbench.data.dataset import open_dataset
-
-    ds = open_dataset(records[0]["dataset"]["path"])
+    ds = rec.recorded_dataset(records[0])
     names, ids, scores = sum_by_label_name(run_dirs, Truth.test_of(ds))
     on_ds = remap_ids(ids, names, ds.label_names)  # labels the dataset lacks: -1, misses
     metrics = evaluate(on_ds, ds.test.labels, inv_propensity=ds.inv_propensity(), coverage=True)  # as a run

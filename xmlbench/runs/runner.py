@@ -58,6 +58,7 @@ class RunOptions:
     config_file: str = ""
     command: str = ""
     force: bool = False  # write into --out even if it holds files xmlbench did not write for this run
+    unlabelled: Literal["error", "drop", "keep"] = "error"  # documents without labels (open_dataset)
 
     def __post_init__(self) -> None:
         validate(self, key=flag_name)
@@ -151,7 +152,7 @@ def run(opts: RunOptions) -> dict[str, Any]:
     entry = MODELS.get(opts.model)
     check_user_options(entry, opts)
     with timer.stage("load"):
-        ds = open_dataset(opts.dataset, progress=opts.progress)
+        ds = open_dataset(opts.dataset, progress=opts.progress, unlabelled=opts.unlabelled)
     check_splits(ds)
     config = resolve_model_config(entry, ds, opts)
     opts = resolve_protocol(opts, entry, ds, config)
@@ -234,7 +235,10 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
         "options": to_dict(opts),
         "dataset": {
             "name": ds.name,
-            "path": str(ds.path),
+            "path": ds.source or str(ds.path),  # a name or preset as typed, a folder absolute
+            "folder": str(ds.path),
+            "format": ds.format,
+            "unlabelled": ds.meta.get("unlabelled", {}),  # the policy and, per split, documents without labels
             "fingerprint": ds.fingerprint,
             "test_fingerprint": ds.test.texts.digest if ds.test.texts is not None else ds.fingerprint,
             "n_train": len(train),
@@ -275,7 +279,7 @@ def save_initial_weights(opts: RunOptions, path: Path) -> Path:
     check_user_options(entry, opts)
     path = Path(path)
     claim_file(path, "initial weights", force=opts.force)
-    ds = open_dataset(opts.dataset, progress=opts.progress)
+    ds = open_dataset(opts.dataset, progress=opts.progress, unlabelled=opts.unlabelled)
     check_splits(ds)
     config = resolve_model_config(entry, ds, opts)
     opts = resolve_protocol(opts, entry, ds, config)

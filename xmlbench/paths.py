@@ -27,9 +27,3 @@ def datasets_dir() -> Path:
     if repo.is_dir():
         return repo
     return Path.cwd() / "datasets"
-
-
-def manifests_dir() -> Path:
-    """Manifests ship with the checkout even when data is elsewhere."""
-    repo = CHECKOUT_ROOT / "datasets"
-    return repo if repo.is_dir() else datasets_dir()

@@ -68,6 +68,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="write into --out even if it holds other files, or start an unfinished run over")
     p.add_argument("--init-from", help="start from the weights saved in this run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--keep-state", action="store_true",
+                   help="keep the resumable training state (checkpoint.pt with the optimiser, best.pt) once "
+                        "the run has finished; by default only the exported model/ stays")
     p.add_argument("--unlabelled", choices=["error", "drop", "keep"], default="error",
                    help="documents without labels: an error naming file and line (default), dropped from "
                         "their split, or kept (misses in P@k); counted in the record")
@@ -99,6 +102,7 @@ def options_from_args(args, **extra):
         config_file=args.config_file or "",
         command=args.command_line,
         unlabelled=args.unlabelled,
+        keep_state=args.keep_state,
     )
     fields.update(extra)
     return RunOptions(**fields)
@@ -129,6 +133,8 @@ def options_to_argv(opts, command: str = "train") -> list[str]:
         args += ["--init-from", opts.init_from]
     if opts.config_file:
         args += ["--config", opts.config_file]
+    if opts.keep_state:
+        args.append("--keep-state")
     if opts.unlabelled != "error":
         args += ["--unlabelled", opts.unlabelled]
     for key, value in _flatten(to_dict(opts.overrides)):

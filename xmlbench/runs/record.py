@@ -34,6 +34,7 @@ RECORD = "record.json"
 PREDICTIONS = "predictions.npz"
 CONFIG = "config.json"
 RESUMABLE = "checkpoint.pt"  # the training loop's resumable state (engine.loop.CHECKPOINT)
+STATE_FILES = (RESUMABLE, "best.pt")  # deleted when a run finishes, unless --keep-state
 # What a run writes into its folder; --force removes exactly these before starting over.
 RUN_FILES = (CONFIG, RECORD, PREDICTIONS, "checkpoint.pt", "best.pt", "history.jsonl", "train.log", "model")
 # The options that, with the resolved model config and the dataset, make a run this run.

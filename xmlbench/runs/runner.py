@@ -59,6 +59,7 @@ class RunOptions:
     command: str = ""
     force: bool = False  # write into --out even if it holds files xmlbench did not write for this run
     unlabelled: Literal["error", "drop", "keep"] = "error"  # documents without labels (open_dataset)
+    keep_state: bool = False  # keep the resumable training state (optimiser, SWA, RNG) once the run finished
 
     def __post_init__(self) -> None:
         validate(self, key=flag_name)
@@ -263,9 +264,15 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
     if select_name == "test":
         record["selection"]["warning"] = "checkpoint chosen on the TEST split (original LightXML protocol)"
     record["world_size"] = dist.world_size()
+    state_files = [run_dir / name for name in rec.STATE_FILES if (run_dir / name).is_file()]
+    record["resumable_state"] = "none" if not state_files else "kept" if opts.keep_state else "deleted"
     if main:
         rec.write_predictions(run_dir, ids, scores, ds.label_names)
         rec.write_record(run_dir, record)
+        if not opts.keep_state:  # the exported model/ is all a finished run needs (--keep-state keeps these)
+            for path in state_files:
+                with naming(path):
+                    path.unlink()
     dist.barrier()
     return record
 

@@ -20,6 +20,10 @@ from xmlbench.runs.protocol import PROTOCOLS
 def add_commands(sub) -> None:
     p = sub.add_parser("train", help="train and evaluate one model on one dataset, writing a run record")
     add_train_arguments(p)
+    p.add_argument("--print-config", nargs="?", const="resolved", choices=["resolved", "skeleton"],
+                   help="print the resolved config (defaults < preset < --config file < --set; the dataset "
+                        "is opened, nothing is trained or written) as JSON and exit; 'skeleton': every key "
+                        "of --model with its default, bounds and description, as a TOML file --config reads")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="reload a finished run's model and predict/evaluate a dataset, or "
@@ -160,8 +164,18 @@ def _flatten(d: dict, prefix: str = ""):
 
 
 def cmd_train(args) -> int:
-    from xmlbench.runs.runner import run
+    from xmlbench.runs.runner import resolved_config, run
 
+    if args.print_config == "skeleton":
+        from xmlbench.config import skeleton
+        from xmlbench.models import MODELS
+
+        print(f"# xmlbench train DATASET --model {args.model} --config THIS_FILE: every key with its default")
+        print(skeleton(MODELS.get(args.model).config_cls))
+        return 0
+    if args.print_config:
+        print(json.dumps(resolved_config(options_from_args(args)), indent=2))
+        return 0
     record = run(options_from_args(args))
     print_metrics(record)
     return 0

@@ -170,6 +170,20 @@ def run(opts: RunOptions) -> dict[str, Any]:
         return _train_and_record(opts, entry, ds, config, splits, run_dir, identity, timer, started)
 
 
+def resolved_config(opts: RunOptions) -> dict[str, Any]:
+    """What ``run`` would train with (``--print-config``): the run options with the protocol's choices
+    filled in, and the model config after defaults < preset < protocol < config file < --set. The dataset
+    is opened (presets depend on it); nothing is trained or written."""
+    entry = MODELS.get(opts.model)
+    check_user_options(entry, opts)
+    ds = open_dataset(opts.dataset, unlabelled=opts.unlabelled)
+    config = resolve_model_config(entry, ds, opts)
+    opts = resolve_protocol(opts, entry, ds, config)
+    return {"options": to_dict(opts), "model_config": to_dict(config),
+            "dataset": {"name": ds.name, "path": ds.source, "format": ds.format, "n_train": len(ds.train),
+                        "n_test": len(ds.test), "n_labels": ds.n_labels}}
+
+
 def check_splits(ds: Dataset) -> None:
     """Empty splits fail here, not with a traceback after the whole training."""
     for split in (ds.train, ds.valid, ds.test):

@@ -71,7 +71,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
                    help="write into --out even if it holds other files, or start an unfinished run over")
     p.add_argument("--init-from", help="start from the weights saved in this run folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are off anyway when stderr is not a terminal)")
     p.add_argument("--keep-state", action="store_true",
                    help="keep the resumable training state (checkpoint.pt with the optimiser, best.pt) once "
                         "the run has finished; by default only the exported model/ stays")
@@ -101,7 +102,7 @@ def options_from_args(args, **extra):
         resume=args.resume,
         force=args.force,
         init_from=args.init_from or "",
-        progress=not args.no_progress,
+        progress=show_progress(args),
         overrides=overrides,
         config_file=args.config_file or "",
         command=args.command_line,
@@ -110,6 +111,12 @@ def options_from_args(args, **extra):
     )
     fields.update(extra)
     return RunOptions(**fields)
+
+
+def show_progress(args) -> bool:
+    """Progress bars only on a terminal: in a log file (stderr redirected) their ``\r`` redraws are noise,
+    and the log lines say the same."""
+    return not args.no_progress and sys.stderr.isatty()
 
 
 def options_to_argv(opts, command: str = "train") -> list[str]:
@@ -199,10 +206,10 @@ def cmd_predict(args) -> int:
             raise UserError("predict --texts needs --out DIR and takes no --dataset (the run folder is "
                             "enough)")
         done = predict_texts_file(Path(args.run_dir), Path(args.texts), args.top_k, args.format,
-                                  Path(args.out), not args.no_progress)
+                                  Path(args.out), show_progress(args))
         print(json.dumps(done))
         return 0
-    metrics = predict_run(Path(args.run_dir), args.dataset, args.split, args.out, not args.no_progress)
+    metrics = predict_run(Path(args.run_dir), args.dataset, args.split, args.out, show_progress(args))
     print(json.dumps(metrics))
     return 0
 

@@ -9,9 +9,10 @@ top-100, evaluate; 6. write predictions, the model and ``record.json`` (last, at
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -167,7 +168,8 @@ def run(opts: RunOptions) -> dict[str, Any]:
         dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
         if finished is not None:
             return finished
-        return _train_and_record(opts, entry, ds, config, splits, run_dir, identity, timer, started)
+        with run_log(run_dir, main) as log:
+            return _train_and_record(opts, entry, ds, config, splits, run_dir, identity, timer, started, log)
 
 
 def resolved_config(opts: RunOptions) -> dict[str, Any]:
@@ -193,11 +195,12 @@ def check_splits(ds: Dataset) -> None:
 
 def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: Any,
                       splits: tuple[Split, Split | None, str], run_dir: Path, identity: dict[str, Any],
-                      timer: rec.StageTimer, started: str) -> dict[str, Any]:
+                      timer: rec.StageTimer, started: str, log=print) -> dict[str, Any]:
     main = dist.is_main()
     train, select, select_name = splits
     _seed_everything(opts.seed)
     model: Model = entry.cls(config, ds)  # loads the encoder: its checks come before any file is written
+    log(start_summary(opts, entry, ds, config, model, splits))
     if main and not (run_dir / rec.CONFIG).is_file():  # a resumed run keeps the record of how it started
         write_json(run_dir / rec.CONFIG, identity)
     ctx = FitContext(
@@ -210,7 +213,7 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
         progress=opts.progress,
         resume=opts.resume,
         init_from=Path(opts.init_from) if opts.init_from else None,
-        log=_logger(run_dir) if main else (lambda msg: None),
+        log=log,
     )
     with timer.stage("fit"):
         selection = dict(model.fit(ctx) or {})
@@ -237,6 +240,8 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
     with timer.stage("evaluate"):
         # Coverage too: a test-set figure tables show beside P@k (it needs all rows, so not per document).
         metrics["test"] = evaluate(ids, ds.test.labels, inv_propensity=inv_p, coverage=True)
+    shown = "  ".join(f"{k} {metrics['test'][k]:.2f}" for k in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5"))
+    log(f"test: {shown}; timing {', '.join(f'{k} {v:.1f} s' for k, v in timer.seconds.items())}")
     record = {
         "status": "complete",
         "command": opts.command,
@@ -332,14 +337,70 @@ def _seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def _logger(run_dir: Path):
-    """Log lines go to stderr (beside tqdm bars) and to ``train.log`` in the run folder."""
-    path = run_dir / "train.log"
+def start_summary(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: Any, model: Model,
+                  splits: tuple[Split, Split | None, str]) -> str:
+    """The first line of a run's log: what is trained on what, with how much, where and how precisely."""
+    train, select, select_name = splits
+    parts = [f"{opts.model} on {ds.name} ({ds.format}): {len(train):,} train, "
+             f"{len(select) if select is not None else 0:,} {select_name}, {len(ds.test):,} test documents, "
+             f"{ds.n_labels:,} labels, {model.n_parameters():,} parameters"]
+    unlabelled = ds.meta.get("unlabelled", {})
+    if unlabelled.get("policy", "error") != "error":
+        counts = ", ".join(f"{k} {v}" for k, v in unlabelled.items() if k != "policy")
+        parts.append(f"documents without labels ({unlabelled['policy']}): {counts}")
+    if entry.neural:
+        from xmlbench.engine import loop
 
-    def log(msg: str) -> None:
-        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-        print(line, file=sys.stderr, flush=True)
-        with naming(path), open(path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        device = loop.device_for(config)
+        precision = loop.Precision(config.amp, device)
+        parts.append(f"{loop.planned_steps(len(train), config):,} optimiser steps planned"
+                     f"{f' (max_steps {config.max_steps})' if config.max_steps else ''}, device {device}, "
+                     f"precision {'fp32' if precision.name == 'off' else precision.name}")
+    parts.append(f"seed {opts.seed}, protocol {opts.protocol}, selection on {select_name}")
+    return "; ".join(parts)
 
-    return log
+
+class _LogFile(logging.FileHandler):
+    """``train.log``: a failed write (a full disk) is an error naming the file, as every other write is,
+    not logging's printed traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        e = sys.exc_info()[1]
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror, self.baseFilename) from None
+        super().handleError(record)
+
+
+@contextmanager
+def run_log(run_dir: Path, main: bool = True):
+    """stdlib logging for one run: the ``xmlbench`` loggers and Python warnings go to stderr and to
+    ``train.log`` in the run folder (appended: a resumed run's sessions follow each other), so the log
+    holds the whole story; handlers are removed when the run ends (a process may run many). Yields the
+    function models log with (``FitContext.log``); off the main rank it logs nothing."""
+    if not main:
+        yield lambda msg: None
+        return
+    fmt = logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S")
+    with naming(run_dir / "train.log"):
+        file = _LogFile(run_dir / "train.log", encoding="utf-8")
+    console = logging.StreamHandler(sys.stderr)
+    handlers = (file, console)
+    loggers = [logging.getLogger("xmlbench"), logging.getLogger("py.warnings")]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.INFO)
+        lg.propagate = False  # the user's own root handlers would print every line twice
+        for h in handlers:
+            h.setFormatter(fmt)
+            lg.addHandler(h)
+    logging.captureWarnings(True)
+    try:
+        yield logging.getLogger("xmlbench.run").info
+    finally:
+        logging.captureWarnings(False)
+        for lg, (level, propagate) in zip(loggers, saved):
+            for h in handlers:
+                lg.removeHandler(h)
+            lg.setLevel(level)
+            lg.propagate = propagate
+        file.close()

@@ -381,8 +381,9 @@ def run_log(run_dir: Path, main: bool = True):
         yield lambda msg: None
         return
     fmt = logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S")
-    with naming(run_dir / "train.log"):
-        file = _LogFile(run_dir / "train.log", encoding="utf-8")
+    # delay: the file is made by the first line (the summary, once the model is built): a model that
+    # refuses its config leaves nothing behind
+    file = _LogFile(run_dir / "train.log", encoding="utf-8", delay=True)
     console = logging.StreamHandler(sys.stderr)
     handlers = (file, console)
     loggers = [logging.getLogger("xmlbench"), logging.getLogger("py.warnings")]

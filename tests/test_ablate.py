@@ -67,6 +67,11 @@ def test_every_arm_of_a_seed_starts_from_the_same_weights_and_a_rerun_skips_them
     assert set(runs) == {"base", "se"}
 
     def weights_of(path):
+        if path.suffix == ".safetensors":  # an exported model: the net's full state dict under "net."
+            from safetensors.torch import load_file
+
+            return {k.removeprefix("net.").removeprefix("encoder."): v for k, v in load_file(path).items()
+                    if k.startswith("net.")}
         saved = torch.load(path, weights_only=True, map_location="cpu")
         return {**saved["encoder_state_dict"], **saved["classifier_state_dict"]}
 
@@ -74,7 +79,7 @@ def test_every_arm_of_a_seed_starts_from_the_same_weights_and_a_rerun_skips_them
     init = weights_of(path)
     assert any(k.startswith("generator") for k in init)
     for arm in ("base", "se"):
-        trained = weights_of(runs[arm][0] / "model" / "checkpoint.pt")
+        trained = weights_of(runs[arm][0] / "model" / "model.safetensors")
         assert init.keys() <= trained.keys()
         assert all(torch.equal(trained[k], init[k]) for k in init), arm
 

@@ -87,9 +87,9 @@ def test_the_ablation_table_notes_say_what_each_variant_did(all_variants_run):
 
 
 def test_the_saved_model_holds_the_training_cooccurrence(all_variants_run, tiny_dataset):
-    saved = ckpt.load(all_variants_run / "model" / "checkpoint.pt")
-    c = saved["classifier_state_dict"]["variants.doc-rep.cooccurrence"]
-    k = saved["hierarchy"]["cluster_labels"].shape[0]
+    saved = ckpt.load_tensors(all_variants_run / "model" / "model.safetensors")
+    c = saved["net.variants.doc-rep.cooccurrence"]
+    k = saved["hierarchy.cluster_labels"].shape[0]
     assert c.shape == (k, k)
     assert torch.allclose(c.sum(dim=1), torch.ones(k))
     assert not torch.equal(c, torch.eye(k))  # prepare replaced the placeholder

@@ -539,22 +539,28 @@ def _neural_copy(w: World, tmp: Path) -> Path:
 
 def _truncated_checkpoint(w, tmp, mp):
     run = _neural_copy(w, tmp)
-    path = run / "model" / "checkpoint.pt"
+    path = run / "model" / "model.safetensors"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    return ["predict", str(run)], ["checkpoint.pt", "truncated"]
+    return ["predict", str(run)], ["model.safetensors", "truncated"]
 
 
 def _empty_checkpoint(w, tmp, mp):
     run = _neural_copy(w, tmp)
-    (run / "model" / "checkpoint.pt").write_bytes(b"")
-    return ["predict", str(run)], ["checkpoint.pt", "empty"]
+    (run / "model" / "model.safetensors").write_bytes(b"")
+    return ["predict", str(run)], ["model.safetensors", "empty"]
+
+
+def _old_format(run: Path) -> Path:
+    """A model folder as saved before the safetensors export: model/checkpoint.pt in the seed's schema."""
+    (run / "model" / "model.safetensors").unlink()
+    return run / "model" / "checkpoint.pt"
 
 
 def _pickled_checkpoint(w, tmp, mp):
     import torch
 
     run = _neural_copy(w, tmp)
-    torch.save({"config": Path("x")}, run / "model" / "checkpoint.pt")  # a pickled object, not plain data
+    torch.save({"config": Path("x")}, _old_format(run))  # a pickled object, not plain data
     return ["predict", str(run)], ["checkpoint.pt", "pickled"]
 
 
@@ -568,8 +574,28 @@ def _foreign_checkpoint(w, tmp, mp):
     import torch
 
     run = _neural_copy(w, tmp)
-    torch.save({"weights": torch.zeros(3)}, run / "model" / "checkpoint.pt")
+    torch.save({"weights": torch.zeros(3)}, _old_format(run))
     return ["predict", str(run)], ["checkpoint.pt", "'config'"]
+
+
+def _foreign_weights(w, tmp, mp):
+    from safetensors.torch import save_file
+
+    run = _neural_copy(w, tmp)
+    save_file({"weights": __import__("torch").zeros(3)}, str(run / "model" / "model.safetensors"))
+    return ["predict", str(run)], ["model.safetensors", "no net weights"]
+
+
+def _wrong_shape_weights(w, tmp, mp):
+    from safetensors.torch import load_file, save_file
+
+    run = _neural_copy(w, tmp)
+    path = run / "model" / "model.safetensors"
+    tensors = load_file(str(path))
+    name = next(k for k in tensors if k.startswith("net.") and tensors[k].ndim == 2)
+    tensors[name] = tensors[name][:, :1].contiguous()
+    save_file(tensors, str(path))
+    return ["predict", str(run)], ["model.safetensors", "do not fit"]
 
 
 def _damaged_model_json(w, tmp, mp):
@@ -597,6 +623,8 @@ PREDICT = [
     Case("predict-checkpoint-empty", _empty_checkpoint),
     Case("predict-checkpoint-pickled", _pickled_checkpoint),
     Case("predict-checkpoint-foreign", _foreign_checkpoint),
+    Case("predict-weights-foreign", _foreign_weights),
+    Case("predict-weights-wrong-shape", _wrong_shape_weights),
     Case("predict-checkpoint-other-labels", _wrong_shape_checkpoint),
 ]
 

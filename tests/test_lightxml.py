@@ -218,20 +218,21 @@ def _history_steps(run_dir):
 
 
 def test_checkpoint_round_trip_without_pickle(tiny_dataset, tmp_path):
+    from safetensors.torch import load_file
+
     from xmlbench.data.dataset import open_dataset
     from xmlbench.models.lightxml.model import LightXML
     from xmlbench.runs.predict import load_run_model
     from xmlbench.runs.runner import run
 
     record = run(_options(tiny_dataset, tmp_path / "r", "clustered"))
-    path = tmp_path / "r" / "model" / "checkpoint.pt"
-    saved = torch.load(path, weights_only=True)  # plain tensors and JSON: no pickle needed
-    assert {"config", "hierarchy", "encoder_state_dict", "classifier_state_dict",
-            "optimizer_state_dict"} <= set(saved)
-    assert json.loads(saved["config"])["mode"] == "clustered"
-    assert saved["hierarchy"]["cluster_labels"].shape[1] <= 8
+    folder = tmp_path / "r" / "model"
+    saved = load_file(folder / "model.safetensors")  # plain tensors and JSON: no pickle needed
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["config"]["mode"] == "clustered" and meta["hierarchy"]["mode"] == "clustered"
+    assert saved["hierarchy.cluster_labels"].shape[1] <= 8
     ds = open_dataset(str(tiny_dataset))
-    reloaded = LightXML.from_checkpoint(path, ds)
+    reloaded = LightXML.restore(folder, ds)
     ids, scores = reloaded.predict(ds.test, 100)
     from xmlbench.runs.record import read_predictions
 

@@ -44,17 +44,19 @@ def test_neural_baselines_through_the_runner(tiny_dataset, tmp_path, model):
     from xmlbench.runs.runner import RunOptions, run
 
     opts = RunOptions(dataset=str(tiny_dataset), model=model, preset="smoke", out=str(tmp_path / model),
-                      progress=False, overrides=parse_overrides(["max_len=24", "epochs=1"]))
+                      progress=False, overrides=parse_overrides(["max_len=24", "epochs=1"]), keep_state=True)
     record = run(opts)
-    assert record["metrics"]["test"]["P@1"] >= 0
-    path = tmp_path / model / "model" / "checkpoint.pt"
+    assert record["metrics"]["test"]["P@1"] >= 0 and record["resumable_state"] == "kept"
+    state = torch.load(tmp_path / model / "checkpoint.pt", weights_only=True)  # the kept resumable state
+    assert state["optimizer_state_dict"]["param_groups"]  # separate encoder / classifier groups
+    lrs = {g["lr"] for g in state["optimizer_state_dict"]["param_groups"]}
+    assert lrs == {1e-3, 1e-2}  # smoke preset: encoder_lr, classifier_lr
+    ds = open_dataset(str(tiny_dataset))
+    path = tmp_path / model / "init.pt"  # the seed's checkpoint schema, as --init-from files keep it
+    MODELS.get(model).cls.restore(tmp_path / model / "model", ds).save_initial(path)
     saved = torch.load(path, weights_only=True)
     assert set(saved) == {"config", "hierarchy", "encoder_state_dict", "classifier_state_dict",
                           "optimizer_state_dict"}  # exactly the seed's schema
-    assert saved["optimizer_state_dict"]["param_groups"]  # separate encoder / classifier groups
-    lrs = {g["lr"] for g in saved["optimizer_state_dict"]["param_groups"]}
-    assert lrs == {1e-3, 1e-2}  # smoke preset: encoder_lr, classifier_lr
-    ds = open_dataset(str(tiny_dataset))
     rebuilt = MODELS.get(model).cls.from_checkpoint(path, ds)
     ids, _ = rebuilt.predict(ds.test, 100)
     np.testing.assert_array_equal(ids, read_predictions(tmp_path / model)[0])

@@ -282,3 +282,102 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise UserError(f"{_name(key)} must be a section (a dict), got {value!r}")
         return value
     return value
+
+
+# ------------------------------------------------------------------------------ --print-config skeleton
+def field_comments(cls: type) -> dict[str, str]:
+    """Each field's description: the comment lines just above its line and the comment at its end, read
+    from the source of the class that declares it (a class without source, e.g. one made by
+    ``make_dataclass``, contributes its bases' comments only)."""
+    import inspect
+    import re
+
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        own = klass.__dict__.get("__annotations__", {})
+        if not own:
+            continue
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        above: list[str] = []
+        for line in lines[1:]:
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                above.append(stripped.lstrip("# ").rstrip())
+                continue
+            m = re.match(r"\s+(\w+)\s*:", line)
+            if m and m.group(1) in own:
+                tail = line.split("  # ", 1)[1].strip() if "  # " in line else ""
+                out[m.group(1)] = " ".join([*above, tail]).strip()
+            above = []
+    return out
+
+
+def describe_type(tp: Any) -> str:
+    """A field's type and bounds in words: ``int >= 1``, ``one of "a", "b"``, ``float | none``."""
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *marks = typing.get_args(tp)
+        words = [describe_type(base)]
+        for m in marks:
+            if isinstance(m, Range):
+                words.append(m.describe())
+            elif isinstance(m, Rule):
+                words.append(f"(checked by {m.check.__name__})")
+            elif isinstance(m, Unbounded):
+                words.append(f"(no bound: {m.why})")
+        return " ".join(words)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join("none" if a is type(None) else describe_type(a) for a in typing.get_args(tp))
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return f"list of {describe_type(args[0]) if args else 'values'}"
+    if dataclasses.is_dataclass(tp):
+        return "section"
+    return getattr(tp, "__name__", str(tp))
+
+
+def skeleton(cls: type, section: str = "") -> str:
+    """Every key of config ``cls`` with its default, type, bounds and description, as a TOML file that
+    ``--config`` reads back to exactly the defaults (PECOS's ``--generate-params-skeleton``). A key
+    whose default is None (TOML has no null) is written commented out."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    docs = field_comments(cls)
+    head: list[str] = [f"[{section}]"] if section else []
+    tail: list[str] = []
+    for f in dataclasses.fields(cls):
+        default = (f.default if f.default is not dataclasses.MISSING
+                   else f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if dataclasses.is_dataclass(hints[f.name]):
+            tail += ["", *(f"# {line}" for line in _wrap(docs.get(f.name, ""))),
+                     skeleton(hints[f.name], _key(section, f.name))]
+            continue
+        head += [f"# {f.name}: {describe_type(hints[f.name])}",
+                 *(f"#   {line}" for line in _wrap(docs.get(f.name, "")))]
+        head.append(f"# {f.name} =  (none by default)" if default is None
+                    else f"{f.name} = {_toml_value(to_dict(default))}")
+    return "\n".join(head + tail)
+
+
+def _wrap(text: str) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, 100) if text else []
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"no TOML form for {v!r}")

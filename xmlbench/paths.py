@@ -19,17 +19,11 @@ def cache_dir() -> Path:
 
 
 def datasets_dir() -> Path:
-    """Where manifests and data live: $XMLBENCH_DATASETS, else the checkout's ``datasets/``."""
+    """Where data and local manifests live: $XMLBENCH_DATASETS, else the checkout's ``datasets/`` (made
+    on first use), else ./datasets for an installed package."""
     env = os.environ.get("XMLBENCH_DATASETS")
     if env:
         return Path(env)
-    repo = CHECKOUT_ROOT / "datasets"
-    if repo.is_dir():
-        return repo
-    return Path.cwd() / "datasets"
-
-
-def manifests_dir() -> Path:
-    """Manifests ship with the checkout even when data is elsewhere."""
-    repo = CHECKOUT_ROOT / "datasets"
-    return repo if repo.is_dir() else datasets_dir()
+    if (CHECKOUT_ROOT / "pyproject.toml").is_file():  # a checkout (its datasets/ may not exist yet)
+        return CHECKOUT_ROOT / "datasets"
+    return Path.cwd() / "datasets"  # an installed package: beside the user's work

@@ -122,6 +122,10 @@ def add_ensemble_commands(sub) -> None:
     ens = sub.add_parser("ensemble", help="combine finished runs the way the original did (sum of scores)")
     ens.add_argument("runs", nargs="+", help="run folders")
     ens.add_argument("--out", required=True)
+    ens.add_argument("--scores", choices=["auto", "raw", "minmax", "rank"], default="auto",
+                     help="member scores before summing: raw (the original; auto's choice when every member "
+                          "is the same model), minmax per document's top-k (auto's choice for mixed members), "
+                          "or rank 1 - r/k")
     ens.set_defaults(func=cmd_ensemble)
 
     et = sub.add_parser("ensemble-train", help="train the original's three ensemble members, then combine")
@@ -132,7 +136,7 @@ def add_ensemble_commands(sub) -> None:
 def cmd_ensemble(args) -> int:
     from xmlbench.experiments.ensemble import ensemble_runs
 
-    record = ensemble_runs([Path(r) for r in args.runs], Path(args.out), args.command_line)
+    record = ensemble_runs([Path(r) for r in args.runs], Path(args.out), args.command_line, args.scores)
     print_metrics(record)
     return 0
 

@@ -101,13 +101,16 @@ class DatasetCache:
 
     def __init__(self, runs: list[Run]) -> None:
         self._expected = {r.dataset_path: r.fingerprint for r in runs}
+        # opened as the runs opened it: documents without labels dropped or kept (their --unlabelled)
+        self._unlabelled = {r.dataset_path: (r.record["dataset"].get("unlabelled") or {}).get("policy", "error")
+                            for r in runs}
         self._opened: dict[str, object] = {}
 
     def dataset(self, path: str):
         if path not in self._opened:
             from xmlbench.data.dataset import open_dataset
 
-            ds = open_dataset(path)
+            ds = open_dataset(path, unlabelled=self._unlabelled.get(path, "error"))
             expected = self._expected.get(path)
             if expected and ds.fingerprint != expected:
                 raise UserError(

@@ -20,6 +20,10 @@ from xmlbench.runs.protocol import PROTOCOLS
 def add_commands(sub) -> None:
     p = sub.add_parser("train", help="train and evaluate one model on one dataset, writing a run record")
     add_train_arguments(p)
+    p.add_argument("--print-config", nargs="?", const="resolved", choices=["resolved", "skeleton"],
+                   help="print the resolved config (defaults < preset < --config file < --set; the dataset "
+                        "is opened, nothing is trained or written) as JSON and exit; 'skeleton': every key "
+                        "of --model with its default, bounds and description, as a TOML file --config reads")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="reload a finished run's model and predict/evaluate a dataset, or "
@@ -69,7 +73,14 @@ def add_train_arguments(p: argparse.ArgumentParser, dataset: bool = True, model:
     p.add_argument("--force", action="store_true",
                    help="write into --out even if it holds other files, or start an unfinished run over")
     p.add_argument("--init-from", help="start from the weights saved in this run folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are off anyway when stderr is not a terminal)")
+    p.add_argument("--keep-state", action="store_true",
+                   help="keep the resumable training state (checkpoint.pt with the optimiser, best.pt) once "
+                        "the run has finished; by default only the exported model/ stays")
+    p.add_argument("--unlabelled", choices=["error", "drop", "keep"], default="error",
+                   help="documents without labels: an error naming file and line (default), dropped from "
+                        "their split, or kept (misses in P@k); counted in the record")
 
 
 def options_from_args(args, **extra):
@@ -93,13 +104,21 @@ def options_from_args(args, **extra):
         resume=args.resume,
         force=args.force,
         init_from=args.init_from or "",
-        progress=not args.no_progress,
+        progress=show_progress(args),
         overrides=overrides,
         config_file=args.config_file or "",
         command=args.command_line,
+        unlabelled=args.unlabelled,
+        keep_state=args.keep_state,
     )
     fields.update(extra)
     return RunOptions(**fields)
+
+
+def show_progress(args) -> bool:
+    """Progress bars only on a terminal: in a log file (stderr redirected) their ``\r`` redraws are noise,
+    and the log lines say the same."""
+    return not args.no_progress and sys.stderr.isatty()
 
 
 def options_to_argv(opts, command: str = "train") -> list[str]:
@@ -127,6 +146,10 @@ def options_to_argv(opts, command: str = "train") -> list[str]:
         args += ["--init-from", opts.init_from]
     if opts.config_file:
         args += ["--config", opts.config_file]
+    if opts.keep_state:
+        args.append("--keep-state")
+    if opts.unlabelled != "error":
+        args += ["--unlabelled", opts.unlabelled]
     for key, value in _flatten(to_dict(opts.overrides)):
         if key == "variants":
             if value:
@@ -150,8 +173,18 @@ def _flatten(d: dict, prefix: str = ""):
 
 
 def cmd_train(args) -> int:
-    from xmlbench.runs.runner import run
+    from xmlbench.runs.runner import resolved_config, run
 
+    if args.print_config == "skeleton":
+        from xmlbench.config import skeleton
+        from xmlbench.models import MODELS
+
+        print(f"# xmlbench train DATASET --model {args.model} --config THIS_FILE: every key with its default")
+        print(skeleton(MODELS.get(args.model).config_cls))
+        return 0
+    if args.print_config:
+        print(json.dumps(resolved_config(options_from_args(args)), indent=2))
+        return 0
     record = run(options_from_args(args))
     print_metrics(record)
     return 0
@@ -175,10 +208,10 @@ def cmd_predict(args) -> int:
             raise UserError("predict --texts needs --out DIR and takes no --dataset (the run folder is "
                             "enough)")
         done = predict_texts_file(Path(args.run_dir), Path(args.texts), args.top_k, args.format,
-                                  Path(args.out), not args.no_progress)
+                                  Path(args.out), show_progress(args))
         print(json.dumps(done))
         return 0
-    metrics = predict_run(Path(args.run_dir), args.dataset, args.split, args.out, not args.no_progress)
+    metrics = predict_run(Path(args.run_dir), args.dataset, args.split, args.out, show_progress(args))
     print(json.dumps(metrics))
     return 0
 

@@ -15,12 +15,21 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from xmlbench.data.formats import (
+    SVMLIGHT_SUFFIXES,
+    file_digest,
+    read_jsonl,
+    read_pecos_split,
+    read_svmlight,
+    svmlight_label_name,
+)
 from xmlbench.data.manifest import DATASETS, DatasetInfo
 from xmlbench.data.readers import (
     LabelRows,
     LabelVocab,
     TextLines,
     TextList,
+    check_declared_sizes,
     read_bow,
     read_label_lines,
     scan_lines,
@@ -88,6 +97,7 @@ class Dataset:
     fingerprint: str
     info: DatasetInfo | None = None
     meta: dict = field(default_factory=dict)
+    source: str = ""  # how records name it: a registered name or preset, else the absolute folder
 
     @property
     def n_labels(self) -> int:
@@ -164,26 +174,92 @@ def _has_files(folder: Path) -> bool:
     return folder.is_dir() and any(folder.glob("train*"))
 
 
+UNLABELLED = ("error", "drop", "keep")  # --unlabelled: what becomes of documents without labels
+
+# The files each format requires in a dataset folder (split -> candidate names, the first found is read);
+# "text" and "bow" are the native formats (readers.py), the others are read by formats.py.
+FORMAT_FILES: dict[str, dict[str, tuple[str, ...]]] = {
+    "text": {"train": ("train_texts.txt", "train_raw_texts.txt"), "train labels": ("train_labels.txt",),
+             "test": ("test_texts.txt", "test_raw_texts.txt"), "test labels": ("test_labels.txt",)},
+    "svmlight": {"train": tuple(f"train{s}" for s in SVMLIGHT_SUFFIXES),
+                 "test": tuple(f"test{s}" for s in SVMLIGHT_SUFFIXES)},
+    "pecos": {"train": ("X.trn.npz",), "train labels": ("Y.trn.npz",), "test": ("X.tst.npz",),
+              "test labels": ("Y.tst.npz",)},
+    "jsonl": {"train": ("train.jsonl",), "test": ("test.jsonl",)},
+}
+
+
+def dataset_format(folder: Path) -> str:
+    """The format of the files in ``folder``, by their names: text (LightXML), bow (Extreme Classification
+    Repository), svmlight, pecos or jsonl. A folder holding the train files of two formats is refused in
+    one line (which would be read is a guess); one holding none is taken as text, whose messages then name
+    the files it lacks."""
+    if not folder.is_dir():
+        return "text"
+    found: dict[str, list[str]] = {}
+    for fmt, files in FORMAT_FILES.items():
+        names = [n for key in ("train", "train labels") for n in files.get(key, ()) if (folder / n).is_file()]
+        if names:
+            found[fmt] = names
+    bow = _bow_files(folder)
+    if bow:
+        found["bow"] = [bow["train"].name]
+    if len(found) > 1:
+        parts = "; ".join(f"{fmt}: {', '.join(names)}" for fmt, names in found.items())
+        raise UserError(f"{folder}: holds the files of {len(found)} dataset formats ({parts}); keep one "
+                        "format per folder (move the others elsewhere)")
+    return next(iter(found), "text")
+
+
 def missing_files(folder: Path) -> list[str]:
-    """The files a dataset folder lacks ([] when complete): the texts and labels of train and test in the
-    LightXML text format, unless the folder holds a bag-of-words train/test pair."""
-    if _bow_files(folder):
+    """The files a dataset folder lacks ([] when complete) for the format its files are in (text when
+    none is recognised): each split's texts (or features) and labels, train and test."""
+    fmt = dataset_format(folder)
+    if fmt == "bow":
         return []
-    missing = []
-    for split in ("train", "test"):
-        if _find(folder, split, "texts", required=False) is None:
-            missing.append(f"{split}_texts.txt (or {split}_raw_texts.txt)")
-        if _find(folder, split, "labels", required=False) is None:
-            missing.append(f"{split}_labels.txt")
-    return missing
+    return [" or ".join(names) for names in FORMAT_FILES[fmt].values()
+            if not any((folder / n).is_file() for n in names)]
 
 
-def open_dataset(name_or_path: str, progress: bool = False) -> Dataset:
+def open_dataset(name_or_path: str, progress: bool = False, unlabelled: str = "error") -> Dataset:
+    """The dataset a name, preset or folder names. ``unlabelled``: documents without labels are an error
+    naming their file and line (``error``, the default), removed from their split (``drop``) or kept with
+    an empty label row (``keep``; they count in P@k's denominator as misses); ``ds.meta["unlabelled"]``
+    counts them per split."""
+    if unlabelled not in UNLABELLED:
+        raise UserError(f"--unlabelled must be one of {', '.join(UNLABELLED)}, not {unlabelled!r}")
     path, info = resolve_dataset_path(name_or_path)
+    path = path.resolve()  # a record keeps where the data was, wherever it is read from later
     name = info.name if info else (name_or_path if not Path(name_or_path).is_dir() else path.name)
-    if _bow_files(path):
-        return _open_bow(path, name, info, progress)
-    return _open_text(path, name, info, progress)
+    opener = {"text": _open_text, "bow": _open_bow, "svmlight": _open_svmlight, "pecos": _open_pecos,
+              "jsonl": _open_jsonl}[dataset_format(path)]
+    ds = opener(path, name, info, progress, unlabelled != "error")
+    ds.source = dataset_source(name_or_path, path)
+    return _apply_unlabelled(ds, unlabelled)
+
+
+def dataset_source(name_or_path: str, folder: Path) -> str:
+    """How a record names the data so that it reopens from anywhere: a registered name or synthetic preset
+    stays its name (it resolves the same everywhere); a folder is stored absolute."""
+    from xmlbench.data.synth import PRESETS
+
+    if name_or_path in DATASETS or name_or_path in PRESETS:
+        return name_or_path
+    return str(folder.resolve())
+
+
+def _apply_unlabelled(ds: Dataset, policy: str) -> Dataset:
+    counts = {}
+    for attr in ("train", "valid", "test"):
+        split = getattr(ds, attr)
+        if split is None:
+            continue
+        has_labels = np.diff(split.labels.indptr) > 0
+        counts[attr] = int((~has_labels).sum())
+        if policy == "drop" and counts[attr]:
+            setattr(ds, attr, split.subset(np.flatnonzero(has_labels), split.name))
+    ds.meta["unlabelled"] = {"policy": policy, **counts}
+    return ds
 
 
 def _find(folder: Path, split: str, kind: str, required: bool = True) -> Path | None:
@@ -197,7 +273,8 @@ def _find(folder: Path, split: str, kind: str, required: bool = True) -> Path | 
     return None
 
 
-def _open_text(path: Path, name: str, info: DatasetInfo | None, progress: bool) -> Dataset:
+def _open_text(path: Path, name: str, info: DatasetInfo | None, progress: bool,
+               allow_empty: bool = False) -> Dataset:
     if not path.is_dir():
         raise UserError(f"{path}: dataset folder not found")
     vocab = LabelVocab()
@@ -209,7 +286,7 @@ def _open_text(path: Path, name: str, info: DatasetInfo | None, progress: bool) 
             continue
         labels_path = _find(path, split, "labels")
         texts = scan_lines(texts_path, progress)
-        labels = read_label_lines(labels_path, vocab, progress)
+        labels = read_label_lines(labels_path, vocab, progress, allow_empty=allow_empty)
         n_texts = _count_without_trailing_blanks(texts, len(labels))
         if n_texts != len(labels):
             raise UserError(
@@ -219,13 +296,18 @@ def _open_text(path: Path, name: str, info: DatasetInfo | None, progress: bool) 
         texts.offsets = texts.offsets[: len(labels) + 1]
         lines[split] = (texts, labels)
         digests += [texts.digest, labels.digest]
+    return _text_dataset(path, name, info, "text", vocab, lines, digests)
+
+
+def _text_dataset(path: Path, name: str, info: DatasetInfo | None, fmt: str, vocab: LabelVocab,
+                  lines: dict[str, tuple[TextLines, LabelRows]], digests: list[str]) -> Dataset:
     # CSR matrices only once every split is read: test-only labels widen the vocabulary.
     splits = {name: Split(name, labels=rows.to_csr(len(vocab)), texts=texts)
               for name, (texts, rows) in lines.items()}
     return Dataset(
         name=name,
         path=path,
-        format="text",
+        format=fmt,
         label_names=vocab.names,
         train=splits["train"],
         test=splits["test"],
@@ -233,6 +315,71 @@ def _open_text(path: Path, name: str, info: DatasetInfo | None, progress: bool) 
         fingerprint=_fingerprint(digests),
         info=info,
     )
+
+
+def _open_jsonl(path: Path, name: str, info: DatasetInfo | None, progress: bool,
+                allow_empty: bool = False) -> Dataset:
+    vocab = LabelVocab()
+    lines: dict[str, tuple[TextLines, LabelRows]] = {}
+    for split in ("train", "valid", "test"):
+        file = path / f"{split}.jsonl"
+        if split == "valid" and not file.is_file():
+            continue
+        lines[split] = read_jsonl(file, vocab, allow_empty)
+    digests = [t.digest for t, _ in lines.values()]
+    return _text_dataset(path, name, info, "jsonl", vocab, lines, digests)
+
+
+def _first_file(folder: Path, names: tuple[str, ...]) -> Path | None:
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
+def _open_svmlight(path: Path, name: str, info: DatasetInfo | None, progress: bool,
+                   allow_empty: bool = False) -> Dataset:
+    files = {}
+    for split in ("train", "valid", "test"):
+        names = tuple(f"{split}{s}" for s in SVMLIGHT_SUFFIXES)
+        found = _first_file(path, names)
+        if found is None and split != "valid":
+            raise UserError(f"{path / names[0]}: file not found (expected one of {', '.join(names)} in {path})")
+        if found is not None:
+            files[split] = found
+    loaded = read_svmlight(list(files.values()), allow_empty)
+    vocab = LabelVocab()
+    label_rows = {}
+    for split, (_, y) in zip(files, loaded):
+        ids = [sorted({vocab.add(svmlight_label_name(v)) for v in labels}) for labels in y]
+        label_rows[split] = ids
+    splits = {split: Split(split, labels=_label_csr(label_rows[split], len(vocab)), features=X)
+              for split, (X, _) in zip(files, loaded)}
+    digests = [file_digest(f) for f in files.values()]
+    return Dataset(name=name, path=path, format="svmlight", label_names=vocab.names, train=splits["train"],
+                   test=splits["test"], valid=splits.get("valid"), fingerprint=_fingerprint(digests), info=info)
+
+
+def _open_pecos(path: Path, name: str, info: DatasetInfo | None, progress: bool,
+                allow_empty: bool = False) -> Dataset:
+    Xtr, Ytr, Ttr, dtr = read_pecos_split(path, "train", allow_empty)
+    Xte, Yte, Tte, dte = read_pecos_split(path, "test", allow_empty)
+    if Xtr.shape[1] != Xte.shape[1]:
+        raise UserError(f"{path / 'X.tst.npz'}: {Xte.shape[1]} feature columns but X.trn.npz has {Xtr.shape[1]}")
+    if Ytr.shape[1] != Yte.shape[1]:
+        raise UserError(f"{path / 'Y.tst.npz'}: {Yte.shape[1]} label columns but Y.trn.npz has {Ytr.shape[1]}")
+    if (Ttr is None) != (Tte is None):
+        have, lack = ("X.trn.txt", "X.tst.txt") if Ttr is not None else ("X.tst.txt", "X.trn.txt")
+        raise UserError(f"{path / lack}: file not found (the folder has {have}; raw texts come for both "
+                        "splits or neither)")
+    check_declared_sizes(path / "Y.trn.npz", Ytr.shape[1], Xtr.shape[1])
+    return Dataset(name=name, path=path, format="pecos", label_names=[str(i) for i in range(Ytr.shape[1])],
+                   train=Split("train", labels=Ytr, features=Xtr, texts=Ttr),
+                   test=Split("test", labels=Yte, features=Xte, texts=Tte), valid=None,
+                   fingerprint=_fingerprint([dtr, dte]), info=info)
+
+
+def _label_csr(rows: list[list[int]], n_labels: int) -> sp.csr_matrix:
+    indptr = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
+    idx = np.fromiter((i for r in rows for i in r), dtype=np.int32, count=int(indptr[-1]))
+    return sp.csr_matrix((np.ones(len(idx), np.float32), idx, indptr), shape=(len(rows), n_labels))
 
 
 def _count_without_trailing_blanks(texts: TextLines, n_labels: int) -> int:
@@ -258,27 +405,22 @@ def _bow_files(folder: Path) -> dict[str, Path]:
     return found if len(found) == 2 else {}
 
 
-def _open_bow(path: Path, name: str, info: DatasetInfo | None, progress: bool) -> Dataset:
+def _open_bow(path: Path, name: str, info: DatasetInfo | None, progress: bool,
+              allow_empty: bool = False) -> Dataset:
     files = _bow_files(path)
-    Xtr, ytr, dtr, ltr = read_bow(files["train"], progress)
-    Xte, yte, dte, lte = read_bow(files["test"], progress)
+    Xtr, ytr, dtr, ltr = read_bow(files["train"], progress, allow_empty)
+    Xte, yte, dte, lte = read_bow(files["test"], progress, allow_empty)
     if Xtr.shape[1] != Xte.shape[1]:
         raise UserError(f"{files['test']}:1: {Xte.shape[1]} features but the train file declares {Xtr.shape[1]}")
     n_labels = max(ltr, lte)
     vocab_names = [str(i) for i in range(n_labels)]
-
-    def to_csr(rows: list[list[int]]) -> sp.csr_matrix:
-        indptr = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
-        idx = np.fromiter((i for r in rows for i in r), dtype=np.int32, count=int(indptr[-1]))
-        return sp.csr_matrix((np.ones(len(idx), np.float32), idx, indptr), shape=(len(rows), n_labels))
-
     return Dataset(
         name=name,
         path=path,
         format="bow",
         label_names=vocab_names,
-        train=Split("train", labels=to_csr(ytr), features=Xtr),
-        test=Split("test", labels=to_csr(yte), features=Xte),
+        train=Split("train", labels=_label_csr(ytr, n_labels), features=Xtr),
+        test=Split("test", labels=_label_csr(yte, n_labels), features=Xte),
         valid=None,
         fingerprint=_fingerprint([dtr, dte]),
         info=info,

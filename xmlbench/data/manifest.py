@@ -1,4 +1,9 @@
-"""Registered datasets: one TOML manifest per dataset in ``datasets/`` (facts as data, no name branches).
+"""Registered datasets: one TOML manifest per dataset (facts as data, no name branches).
+
+The shipped manifests are package data (``xmlbench/data/manifests/*.toml``, read through
+``importlib.resources``, so a wheel install knows every registered dataset); a ``NAME.toml`` in the datasets
+folder (``$XMLBENCH_DATASETS``, else the checkout's ``datasets/``) registers one more without touching the
+package. A name registered twice is an error naming both files.
 
 A manifest holds the folder and file names, the published statistics, the propensity constants A/B, the
 LightXML regime (flat or clustered), the original hyper-parameters per encoder and the download source.
@@ -14,7 +19,7 @@ import tomllib
 
 from xmlbench.config import from_dict, to_dict
 from xmlbench.errors import UserError
-from xmlbench.paths import datasets_dir, manifests_dir
+from xmlbench.paths import datasets_dir
 from xmlbench.registry import Registry
 
 
@@ -114,10 +119,24 @@ def _load_manifest(path: Path) -> DatasetInfo:
     )
 
 
+def shipped_manifests() -> list:
+    """The manifests inside the package (``Traversable`` objects: paths in a wheel or a checkout alike)."""
+    from importlib.resources import files
+
+    folder = files("xmlbench.data") / "manifests"
+    return sorted((f for f in folder.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name)
+
+
 def _build_registry() -> Registry[DatasetInfo]:
     reg: Registry[DatasetInfo] = Registry("dataset")
-    for path in sorted(manifests_dir().glob("*.toml")):
+    local = sorted(datasets_dir().glob("*.toml")) if datasets_dir().is_dir() else []
+    seen: dict[str, str] = {}
+    for path in [*shipped_manifests(), *local]:
         info = _load_manifest(path)
+        for n in (info.name, *info.aliases):
+            if n in seen:
+                raise UserError(f"{path}: dataset {n!r} is already registered by {seen[n]}; rename one")
+            seen[n] = str(path)
         reg.register(info.name, info, aliases=info.aliases)
     return reg
 

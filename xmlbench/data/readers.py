@@ -37,6 +37,8 @@ BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, written by some Windows editors
 # arrays) and per declared feature (idf, weights' column index): a deliberately generous estimate.
 BYTES_PER_LABEL = 128
 BYTES_PER_FEATURE = 32
+NO_LABELS = ("document has no labels; every document needs at least one label, or pass --unlabelled drop "
+             "(or keep)")
 
 
 @dataclass
@@ -57,7 +59,11 @@ class TextLines:
     def _read(self, f, i: int) -> str:
         f.seek(self.offsets[i])
         raw = f.read(int(self.offsets[i + 1] - self.offsets[i]))
-        return raw.decode("utf-8").rstrip("\r\n")
+        return self.decode(raw.decode("utf-8").rstrip("\r\n"))
+
+    def decode(self, line: str) -> str:
+        """The text a line holds: the line itself here; a JSON Lines file's ``"text"`` field there."""
+        return line
 
     def iter_lines(self, rows: np.ndarray | None = None) -> Iterator[str]:
         """Lines in file order (``rows`` None), or the given rows in the given order."""
@@ -67,7 +73,7 @@ class TextLines:
                 for i, raw in enumerate(f):
                     if i >= len(self):
                         break
-                    yield raw.decode("utf-8").rstrip("\r\n")
+                    yield self.decode(raw.decode("utf-8").rstrip("\r\n"))
             return
         if len(rows) > 1 and np.all(np.diff(rows) > 0):  # sorted: stream and skip, no seeks
             wanted = np.zeros(len(self), dtype=bool)
@@ -181,11 +187,13 @@ class LabelRows:
         return m
 
 
-def read_label_lines(path: Path, vocab: LabelVocab, progress: bool = False) -> LabelRows:
-    """Parse a labels file (space-separated names per line); every document needs at least one label.
+def read_label_lines(path: Path, vocab: LabelVocab, progress: bool = False,
+                     allow_empty: bool = False) -> LabelRows:
+    """Parse a labels file (space-separated names per line); every document needs at least one label
+    unless ``allow_empty`` (``--unlabelled drop|keep``).
 
     Line i of the file is document i - 1. Blank lines after the last document are dropped; a blank line
-    anywhere else is a document with no labels, which is an error naming its line.
+    anywhere else is a document with no labels, an error naming its line unless ``allow_empty``.
     """
     if not path.is_file():
         raise UserError(f"{path}: file not found")
@@ -217,17 +225,17 @@ def read_label_lines(path: Path, vocab: LabelVocab, progress: bool = False) -> L
     while n > 0 and sizes[n - 1] == 0:  # trailing blank lines are a harmless quirk
         n -= 1
     empty = np.flatnonzero(sizes[:n] == 0)
-    if len(empty):
-        raise UserError(
-            f"{path}:{empty[0] + 1}: document has no labels; every document needs at least one label "
-            "(remove it from both the texts and the labels file)"
-        )
+    if len(empty) and not allow_empty:
+        raise UserError(f"{path}:{empty[0] + 1}: {NO_LABELS} (remove it from both the texts and the labels "
+                        "file)")
     ind = np.frombuffer(indices, dtype=np.int32).copy() if len(indices) else np.zeros(0, np.int32)
     return LabelRows(indptr=ip[: n + 1].copy(), indices=ind, digest=digest.hexdigest())
 
 
-def read_bow(path: Path, progress: bool = False) -> tuple[sp.csr_matrix, list[list[int]], str, int]:
-    """Read an Extreme Classification Repository bag-of-words file.
+def read_bow(path: Path, progress: bool = False,
+             allow_empty: bool = False) -> tuple[sp.csr_matrix, list[list[int]], str, int]:
+    """Read an Extreme Classification Repository bag-of-words file (documents without labels only with
+    ``allow_empty``).
 
     Returns (features CSR, label id lists, digest, declared number of labels).
     """
@@ -241,7 +249,8 @@ def read_bow(path: Path, progress: bool = False) -> tuple[sp.csr_matrix, list[li
         if len(parts) != 3 or not all(p.isdigit() for p in parts):
             raise UserError(
                 f"{path}:1: malformed header {header.decode('utf-8', 'replace').strip()!r}; "
-                "expected 'num_points num_features num_labels'"
+                "expected 'num_points num_features num_labels' (a headerless svmlight/libsvm file goes in "
+                "train.svm and test.svm)"
             )
         n_points, n_features, n_labels = (int(p) for p in parts)
         indptr = array("q", [0])
@@ -254,7 +263,8 @@ def read_bow(path: Path, progress: bool = False) -> tuple[sp.csr_matrix, list[li
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if not line.strip():
                 continue
-            labels.append(_parse_bow_line(line, path, lineno, n_features, n_labels, feat_idx, feat_val))
+            labels.append(_parse_bow_line(line, path, lineno, n_features, n_labels, feat_idx, feat_val,
+                                          allow_empty))
             indptr.append(len(feat_idx))
             bar.update(1)
         bar.close()
@@ -282,7 +292,7 @@ def check_declared_sizes(path: Path, n_labels: int, n_features: int) -> None:
         )
 
 
-def _parse_bow_line(line, path, lineno, n_features, n_labels, feat_idx, feat_val) -> list[int]:
+def _parse_bow_line(line, path, lineno, n_features, n_labels, feat_idx, feat_val, allow_empty) -> list[int]:
     tokens = line.split()  # spaces, or tabs: the fields are the same
     label_part = tokens[0] if tokens and ":" not in tokens[0] else ""
     feats = tokens[1:] if label_part else tokens
@@ -290,9 +300,9 @@ def _parse_bow_line(line, path, lineno, n_features, n_labels, feat_idx, feat_val
         ids = sorted({int(x) for x in label_part.split(",") if x}) if label_part else []
     except ValueError:
         raise UserError(f"{path}:{lineno}: malformed labels {label_part!r}; expected 'l1,l2,...'") from None
-    if not ids:
-        raise UserError(f"{path}:{lineno}: document has no labels; every document needs at least one label")
-    if ids[0] < 0 or ids[-1] >= n_labels:
+    if not ids and not allow_empty:
+        raise UserError(f"{path}:{lineno}: {NO_LABELS}")
+    if ids and ids[0] < 0 or ids[-1] >= n_labels:
         raise UserError(f"{path}:{lineno}: label id out of range [0, {n_labels})")
     for tok in feats:
         if not tok:

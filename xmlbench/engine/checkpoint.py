@@ -9,6 +9,7 @@ file's code; that advice is never passed on.
 from __future__ import annotations
 
 import errno
+import os
 import pickle
 import random
 import zipfile
@@ -31,6 +32,41 @@ def save(path: Path, state: dict[str, Any]) -> None:
                 raise
             raise OSError(errno.EIO, "could not write the checkpoint (disk full or file size limit?)",
                           str(path)) from None
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A flat name -> tensor dict as safetensors (an exported model's weights), written atomically.
+    Tensors that share memory (tied weights) are stored once each: safetensors refuses shared storage."""
+    from safetensors.torch import save_file
+
+    seen: set[tuple[int, int]] = set()
+    plain = {}
+    for name, t in tensors.items():
+        t = t.detach().cpu().contiguous()
+        key = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else (0, id(t))
+        plain[name] = t.clone() if key in seen else t
+        seen.add(key)
+    with atomic_path(path) as tmp:
+        mode = tmp.stat().st_mode  # safetensors recreates the file owner-only; keep the usual permissions
+        save_file(plain, str(tmp), metadata={"format": "pt", "writer": "xmlbench"})
+        os.chmod(tmp, mode)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors on the CPU; a missing, empty, truncated or foreign file is one line."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model weights not found")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty weights file (its write was cut short); delete the run folder or rerun")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path}: not a readable safetensors file (truncated or damaged: "
+                        f"{str(e).splitlines()[0][:120]}); rerun the training") from None
 
 
 def load(path: Path) -> dict[str, Any]:

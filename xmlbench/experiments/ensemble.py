@@ -7,6 +7,13 @@ contributes 0 from that member, which is exact for the clustered recipe and a to
 flat one). The result is written as its own run folder with ``"ensemble": {"members": [...]}``, so tables
 rank it apart from single models.
 
+Members of different models (TF-IDF + tree, LightXML + tree) speak different score scales (SVM margins,
+probabilities, tree path products), so a raw sum lets one member decide. Their scores are normalised per
+member and per document before summing (``scores``): ``minmax`` maps each document's top-k of a member
+onto [0, 1] (best 1, k-th 0, all 1 when they tie) and is the default for mixed members; ``rank`` scores
+the r-th label (from 0) by 1 - r/k; ``raw`` is the original's plain sum, the default when every member
+is the same model. The record lists each member's model and encoder and names the ensemble by them.
+
 Members are summed per label NAME: a member run on a copy of the data whose labels got other ids (train
 lines in another order) adds to the same labels. The ensemble's ids are those of the first member's dataset,
 followed by the labels only other members know (misses when scored against that dataset).
@@ -14,6 +21,7 @@ followed by the labels only other members know (misses when scored against that 
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,9 +50,32 @@ def sum_topk(members: list[tuple[np.ndarray, np.ndarray]], n_labels: int, k: int
     return topk_sparse_rows(total.indptr, total.indices, total.data.astype(np.float32), k)
 
 
-def sum_by_label_name(run_dirs: list[Path], truth: Truth) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(label names, ids, scores): the members' top-k summed per label name, in the label space of
-    ``truth``'s names followed by the names only some members have (so ties go to ``truth``'s order)."""
+SCORES = ("auto", "raw", "minmax", "rank")
+
+
+def normalise_rows(ids: np.ndarray, scores: np.ndarray, how: str) -> np.ndarray:
+    """A member's (n, k) top-k scores made comparable across members, per document (see the module doc);
+    padding (id -1) stays out of the sum."""
+    valid = ids >= 0
+    if how == "raw":
+        return scores
+    if how == "rank":
+        k = ids.shape[1]
+        return np.where(valid, 1.0 - np.arange(k, dtype=np.float32)[None, :] / k, 0.0).astype(np.float32)
+    s = np.where(valid, scores, np.nan).astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a row with no valid entry: all nan, made 0 below
+        lo, hi = np.nanmin(s, axis=1, keepdims=True), np.nanmax(s, axis=1, keepdims=True)
+    span = hi - lo
+    out = np.where(span > 0, (s - lo) / np.where(span > 0, span, 1.0), 1.0)
+    return np.where(valid, out, 0.0).astype(np.float32)
+
+
+def sum_by_label_name(run_dirs: list[Path], truth: Truth,
+                      scores: str = "raw") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(label names, ids, scores): the members' top-k (normalised by ``scores``) summed per label name, in
+    the label space of ``truth``'s names followed by the names only some members have (so ties go to
+    ``truth``'s order)."""
     members = []
     for d in run_dirs:
         pred = rec.load_predictions(d)
@@ -52,12 +83,14 @@ def sum_by_label_name(run_dirs: list[Path], truth: Truth) -> tuple[np.ndarray, n
         match_labels(member_names, truth.label_names, f"ensemble member {d}", truth.describe())
         members.append((member_names, pred))
     names = union_names([truth.label_names, *(n for n, _ in members)])
-    summed = [(remap_ids(p.ids, n, names), p.scores) for n, p in members]
+    summed = [(remap_ids(p.ids, n, names), normalise_rows(p.ids, p.scores, scores)) for n, p in members]
     ids, scores = sum_topk(summed, len(names))
     return names, ids, scores
 
 
-def ensemble_runs(run_dirs: list[Path], out: Path, command: str = "") -> dict:
+def ensemble_runs(run_dirs: list[Path], out: Path, command: str = "", scores: str = "auto") -> dict:
+    if scores not in SCORES:
+        raise UserError(f"--scores must be one of {', '.join(SCORES)}, not {scores!r}")
     if len(run_dirs) < 2:
         raise UserError("an ensemble needs at least two finished runs")
     for d in run_dirs:
@@ -67,40 +100,54 @@ def ensemble_runs(run_dirs: list[Path], out: Path, command: str = "") -> dict:
             raise UserError(f"--out {out} is one of the members; the ensemble needs its own folder")
     target = Output("ensemble", ident=" + ".join(str(Path(d).resolve()) for d in run_dirs))
     with writing(out, target, command=command):
-        return _ensemble_into(run_dirs, out, command)
+        return _ensemble_into(run_dirs, out, command, scores)
 
 
-def _ensemble_into(run_dirs: list[Path], out: Path, command: str) -> dict:
+def member_name(record: dict) -> str:
+    """``tfidf-ovr``, ``lightxml(bert-base)``: what a member is, for an ensemble's name."""
+    encoder = record.get("encoder")
+    return f"{record['model']}({Path(str(encoder)).name})" if encoder else str(record["model"])
+
+
+def _ensemble_into(run_dirs: list[Path], out: Path, command: str, scores: str = "auto") -> dict:
     records = [rec.read_record(d) for d in run_dirs]
+    models = sorted({r["model"] for r in records})
+    mixed = len(models) > 1
+    if scores == "auto":
+        scores = "minmax" if mixed else "raw"
     tests = {r["dataset"]["test_fingerprint"] for r in records}
     if len(tests) != 1:
         raise UserError("ensemble members were evaluated on different test files (test fingerprints differ)")
-    from xmlbench.data.dataset import open_dataset
-
-    ds = open_dataset(records[0]["dataset"]["path"])
-    names, ids, scores = sum_by_label_name(run_dirs, Truth.test_of(ds))
+    ds = rec.recorded_dataset(records[0])
+    names, ids, summed = sum_by_label_name(run_dirs, Truth.test_of(ds), scores)
     on_ds = remap_ids(ids, names, ds.label_names)  # labels the dataset lacks: -1, misses
     metrics = evaluate(on_ds, ds.test.labels, inv_propensity=ds.inv_propensity(), coverage=True)  # as a run
-    rec.write_predictions(out, ids, scores, names)
+    rec.write_predictions(out, ids, summed, names)
     first = records[0]
     selections = sorted({r["selection"]["split"] for r in records})
     protocols = sorted({r.get("protocol", "fair") for r in records})
     record = {
         "status": "complete",
         "command": command,
-        "model": first["model"],
-        "encoder": "+".join(str(r.get("encoder")) for r in records),
-        "variants": first.get("variants", []),
+        # a mixed ensemble is named by its members, not by the first one
+        "model": "+".join(dict.fromkeys(member_name(r) for r in records)) if mixed else first["model"],
+        "encoder": None if mixed else "+".join(str(r.get("encoder")) for r in records),
+        "variants": [] if mixed else first.get("variants", []),
         "preset": first.get("preset"),
         "seed": first.get("seed"),
         "protocol": protocols[0] if len(protocols) == 1 else "mixed",
         "config": {"members": [r["config"] for r in records]},
-        "ensemble": {"members": [str(d) for d in run_dirs], "recipe": "sum of member top-100 scores"},
+        "ensemble": {"members": [str(d) for d in run_dirs],
+                     "member_models": [{"model": r["model"], "encoder": r.get("encoder"),
+                                        "variants": r.get("variants", [])} for r in records],
+                     "scores": scores,
+                     "recipe": "sum of member top-100 scores" + ("" if scores == "raw" else
+                                                                  f", each {scores}-normalised per document")},
         "dataset": first["dataset"],
         "selection": {"split": selections[0] if len(selections) == 1 else "mixed"},
         "metrics": {"test": metrics},
         "n_parameters": sum(r.get("n_parameters", 0) for r in records),
-        "model_details": first.get("model_details", {}),
+        "model_details": {} if mixed else first.get("model_details", {}),
         "timing_s": {"fit": sum(r["timing_s"].get("fit", 0) for r in records)},
         "peak_rss_mb": max(r.get("peak_rss_mb", 0) for r in records),
         "code": rec.code_version(),

@@ -1,6 +1,14 @@
 """Shared machinery of the neural models: encoder + head, token caches, the training loop, top-k
-prediction in batches, and checkpoints with the seed schema (config, hierarchy, encoder_state_dict,
-classifier_state_dict, optimizer_state_dict) as plain tensors + JSON."""
+prediction in batches, and the exported model folder.
+
+A model folder holds ``model.safetensors`` (the net's weights, and the label hierarchy's tensors, e.g.
+LightXML's clusters, under ``hierarchy.``), ``model.json`` (the model's config, the encoder's architecture,
+the hierarchy's plain values) and ``label_names.txt``: no optimiser state, no pickle. The optimiser, SWA
+and RNG state needed to continue training live in the run folder's ``checkpoint.pt`` (the loop's), which
+the runner deletes once the run has finished unless ``--keep-state``. Folders written before the export
+(``model/checkpoint.pt`` in the seed's schema: config, hierarchy, encoder_state_dict,
+classifier_state_dict, optimizer_state_dict) still load, and ``--init-from`` and ``init`` files keep that
+schema."""
 
 from __future__ import annotations
 
@@ -37,7 +45,8 @@ from xmlbench.io import write_json
 from xmlbench.models.base import FitContext, Model
 from xmlbench.paths import cache_dir
 
-MODEL_FILE = "checkpoint.pt"
+MODEL_FILE = "checkpoint.pt"  # a model folder of the seed's schema, from before the safetensors export
+WEIGHTS_FILE = "model.safetensors"
 LOWERCASE = {"auto": None, "always": True, "never": False}  # config lowercase -> build_token_cache's
 MODEL_KEYS = ("config", "hierarchy", "encoder_state_dict", "classifier_state_dict")  # the seed's schema
 
@@ -149,7 +158,6 @@ class NeuralModel(Model):
         self.check_memory(dataset)
         self.net = self.build_net(dataset)
         self._caches: dict[str, Any] = {}
-        self._optimizer_state: dict[str, Any] = {}  # the final optimiser state, once fit has run
 
     def check_encoder_fits(self) -> None:
         """Config values that depend on the encoder, checked once it is loaded and before any training:
@@ -280,7 +288,7 @@ class NeuralModel(Model):
                                progress=ctx.progress)
         t0 = time.perf_counter()
         selection = loop.train(trainable, self.config, session)
-        self._optimizer_state = selection.pop("optimizer_state")  # saved with the model (the seed's schema)
+        selection.pop("optimizer_state")  # not exported: the run folder's checkpoint.pt holds it (--keep-state)
         # Over every session of a resumed run (the loop's clock), not just this process.
         this_session = time.perf_counter() - t0
         stage_s["train"] = selection.pop("train_seconds", None) or this_session
@@ -352,13 +360,47 @@ class NeuralModel(Model):
         ckpt.save(path, self.checkpoint())
 
     def save(self, folder: Path) -> None:
+        """The export: weights in safetensors, config and hierarchy in JSON, label names one a line."""
+        from xmlbench.models.base import save_label_names
+
         folder.mkdir(parents=True, exist_ok=True)
-        ckpt.save(folder / MODEL_FILE, self.checkpoint(self._optimizer_state))
-        write_json(folder / "model.json", {"model": self.name, "config": to_dict(self.config)})
+        hierarchy = dict(self.hierarchy())
+        names = hierarchy.pop("label_names", list(self.label_names))
+        tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        plain = {}
+        for key, value in hierarchy.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"hierarchy.{key}"] = value
+            else:
+                plain[key] = value
+        ckpt.save_tensors(folder / WEIGHTS_FILE, tensors)
+        save_label_names(folder, names)
+        write_json(folder / "model.json", {"model": self.name, "config": to_dict(self.config),
+                                           "weights": WEIGHTS_FILE, "hierarchy": plain,
+                                           "encoder_config": self.encoder.model.config.to_dict()})
 
     @classmethod
     def restore(cls, folder: Path, dataset: Dataset) -> NeuralModel:
-        return cls.from_checkpoint(folder / MODEL_FILE, dataset)
+        if not (folder / WEIGHTS_FILE).is_file() and (folder / MODEL_FILE).is_file():
+            return cls.from_checkpoint(folder / MODEL_FILE, dataset)  # saved before the export
+        from xmlbench.models.base import read_model_meta, saved_label_space
+
+        meta, config = read_model_meta(folder, cls.name, cls.config_cls())
+        path = folder / WEIGHTS_FILE
+        tensors = ckpt.load_tensors(path)
+        own, assumed = saved_label_space(folder, dataset)
+        model = cls(config, own)
+        model.label_names_assumed = assumed
+        plain = meta.get("hierarchy") if isinstance(meta.get("hierarchy"), dict) else {}
+        hierarchy = {**plain, "label_names": list(own.label_names),
+                     **{k[len("hierarchy."):]: v for k, v in tensors.items() if k.startswith("hierarchy.")}}
+        model.load_hierarchy(hierarchy, path)
+        net = {k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")}
+        if not net:
+            raise UserError(f"{path}: holds no net weights (no 'net.' tensors); not an xmlbench model file")
+        ckpt.load_into(model.net, net, path)
+        model.net.eval()
+        return model
 
     @classmethod
     def from_checkpoint(cls, path: Path, dataset: Dataset) -> NeuralModel:
@@ -393,10 +435,17 @@ class NeuralModel(Model):
 
     def _load_weights_from(self, run_dir: Path) -> None:
         """--init-from: identical initial weights across arms (same encoder and head shapes)."""
-        path = Path(run_dir) / "model" / MODEL_FILE if Path(run_dir).is_dir() else Path(run_dir)
-        if not path.is_file():
-            raise UserError(f"--init-from {run_dir}: no {MODEL_FILE} (or initial-weights file) found")
-        saved = ckpt.require(ckpt.load(path), ("encoder_state_dict", "classifier_state_dict"), path)
-        _, unexpected = ckpt.load_into(self.net, net_state(saved), path, strict=False)
+        folder = Path(run_dir) / "model"
+        if Path(run_dir).is_dir() and (folder / WEIGHTS_FILE).is_file():
+            tensors = ckpt.load_tensors(folder / WEIGHTS_FILE)
+            weights, path = {k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")}, folder
+        else:
+            path = folder / MODEL_FILE if Path(run_dir).is_dir() else Path(run_dir)
+            if not path.is_file():
+                raise UserError(f"--init-from {run_dir}: no {WEIGHTS_FILE} or {MODEL_FILE} (or initial-weights "
+                                "file) found")
+            weights = net_state(ckpt.require(ckpt.load(path), ("encoder_state_dict", "classifier_state_dict"),
+                                             path))
+        _, unexpected = ckpt.load_into(self.net, weights, path, strict=False)
         if unexpected:
             raise UserError(f"--init-from {run_dir}: weights do not fit this model ({unexpected[:3]} ...)")

@@ -108,7 +108,9 @@ def load(run_dir: str | Path) -> TrainedModel:
     # The manifest (not the files) of a registered dataset, as the run had it: LightXML's "auto" mode reads
     # it. A folder given by path had none, even one that happens to bear a registered name.
     info = DATASETS.get(name) if name in DATASETS else None
-    if info is not None and Path(made_on.get("path", "")).resolve() != Path(info.folder).resolve():
+    recorded = str(made_on.get("path", ""))  # the registered name itself, or (older records) its folder
+    if info is not None and recorded not in (name, *info.aliases) and \
+            Path(recorded).resolve() != Path(info.folder).resolve():
         info = None
     model = MODELS.get(meta["model"]).cls.restore(folder, label_space(name, [], info))
     if model.label_names_assumed:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from xmlbench.data.dataset import open_dataset
 from xmlbench.errors import UserError
 from xmlbench.io import read_json_object
 from xmlbench.metrics import TOP_K, evaluate
@@ -31,7 +30,7 @@ def load_run_model(run_dir: Path, dataset_name: str | None = None):
     if not name:
         raise UserError(f"{run_dir}: no record names the dataset; pass --dataset")
     entry = MODELS.get(str(meta["model"]))
-    ds = open_dataset(name)
+    ds = rec.recorded_dataset(record, name)  # with the run's --unlabelled policy
     model = entry.cls.load(run_dir / "model", ds)
     made_on = record.get("dataset", {}).get("fingerprint")
     if model.label_names_assumed and made_on != ds.fingerprint:

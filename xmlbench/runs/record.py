@@ -34,11 +34,12 @@ RECORD = "record.json"
 PREDICTIONS = "predictions.npz"
 CONFIG = "config.json"
 RESUMABLE = "checkpoint.pt"  # the training loop's resumable state (engine.loop.CHECKPOINT)
+STATE_FILES = (RESUMABLE, "best.pt")  # deleted when a run finishes, unless --keep-state
 # What a run writes into its folder; --force removes exactly these before starting over.
 RUN_FILES = (CONFIG, RECORD, PREDICTIONS, "checkpoint.pt", "best.pt", "history.jsonl", "train.log", "model",
              "transfer")
 # The options that, with the resolved model config and the dataset, make a run this run.
-IDENTITY_OPTIONS = ("model", "seed", "valid_size", "select_on")
+IDENTITY_OPTIONS = ("model", "seed", "valid_size", "select_on", "unlabelled")
 
 
 def code_version() -> dict[str, Any]:
@@ -118,7 +119,7 @@ def run_identity(opts: Any, config: Any, ds: Any) -> dict[str, Any]:
     from xmlbench.config import to_dict
 
     return {"options": to_dict(opts), "model_config": to_dict(config),
-            "dataset": {"name": ds.name, "path": str(ds.path), "fingerprint": ds.fingerprint}}
+            "dataset": {"name": ds.name, "path": ds.source or str(ds.path), "fingerprint": ds.fingerprint}}
 
 
 def is_run_folder(folder: Path) -> bool:
@@ -279,6 +280,16 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> None:
 # Entries every reader of records relies on; a record without them is damaged, said in one line.
 RECORD_KEYS = ("status", "model", "config", "dataset", "metrics", "selection")
 RECORD_DATASET_KEYS = ("name", "path", "fingerprint", "test_fingerprint")
+
+
+def recorded_dataset(record: dict[str, Any], override: str | None = None):
+    """The dataset a record was made on, opened as the run opened it (its ``--unlabelled`` policy): by
+    the name or absolute folder it stored, or ``override`` (another dataset, same policy)."""
+    from xmlbench.data.dataset import open_dataset
+
+    entry = record.get("dataset") if isinstance(record.get("dataset"), dict) else {}
+    policy = (entry.get("unlabelled") or {}).get("policy", "error")
+    return open_dataset(str(override or entry.get("path") or entry.get("name")), unlabelled=policy)
 
 
 def read_record(run_dir: Path) -> dict[str, Any]:

@@ -9,9 +9,10 @@ top-100, evaluate; 6. write predictions, the model and ``record.json`` (last, at
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,6 +59,8 @@ class RunOptions:
     config_file: str = ""
     command: str = ""
     force: bool = False  # write into --out even if it holds files xmlbench did not write for this run
+    unlabelled: Literal["error", "drop", "keep"] = "error"  # documents without labels (open_dataset)
+    keep_state: bool = False  # keep the resumable training state (optimiser, SWA, RNG) once the run finished
 
     def __post_init__(self) -> None:
         validate(self, key=flag_name)
@@ -159,7 +162,7 @@ def run(opts: RunOptions, distill: Any = None) -> dict[str, Any]:
                             "head trained by gradient); students: bilstm, sigmoid-linear, softmax-linear")
         kd.check_teacher_run(distill.teacher)
     with timer.stage("load"):
-        ds = open_dataset(opts.dataset, progress=opts.progress)
+        ds = open_dataset(opts.dataset, progress=opts.progress, unlabelled=opts.unlabelled)
     check_splits(ds)
     config = resolve_model_config(entry, ds, opts)
     opts = resolve_protocol(opts, entry, ds, config)
@@ -175,7 +178,23 @@ def run(opts: RunOptions, distill: Any = None) -> dict[str, Any]:
         dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
         if finished is not None:
             return finished
-        return _train_and_record(opts, entry, ds, config, splits, run_dir, identity, timer, started, distill)
+        with run_log(run_dir, main) as log:
+            return _train_and_record(opts, entry, ds, config, splits, run_dir, identity, timer, started, distill,
+                                     log)
+
+
+def resolved_config(opts: RunOptions) -> dict[str, Any]:
+    """What ``run`` would train with (``--print-config``): the run options with the protocol's choices
+    filled in, and the model config after defaults < preset < protocol < config file < --set. The dataset
+    is opened (presets depend on it); nothing is trained or written."""
+    entry = MODELS.get(opts.model)
+    check_user_options(entry, opts)
+    ds = open_dataset(opts.dataset, unlabelled=opts.unlabelled)
+    config = resolve_model_config(entry, ds, opts)
+    opts = resolve_protocol(opts, entry, ds, config)
+    return {"options": to_dict(opts), "model_config": to_dict(config),
+            "dataset": {"name": ds.name, "path": ds.source, "format": ds.format, "n_train": len(ds.train),
+                        "n_test": len(ds.test), "n_labels": ds.n_labels}}
 
 
 def check_splits(ds: Dataset) -> None:
@@ -187,11 +206,13 @@ def check_splits(ds: Dataset) -> None:
 
 def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: Any,
                       splits: tuple[Split, Split | None, str], run_dir: Path, identity: dict[str, Any],
-                      timer: rec.StageTimer, started: str, distill: Any = None) -> dict[str, Any]:
+                      timer: rec.StageTimer, started: str, distill: Any = None,
+                      log=print) -> dict[str, Any]:
     main = dist.is_main()
     train, select, select_name = splits
     _seed_everything(opts.seed)
     model: Model = entry.cls(config, ds)  # loads the encoder: its checks come before any file is written
+    log(start_summary(opts, entry, ds, config, model, splits))
     if main and not (run_dir / rec.CONFIG).is_file():  # a resumed run keeps the record of how it started
         write_json(run_dir / rec.CONFIG, identity)
     ctx = FitContext(
@@ -204,7 +225,7 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
         progress=opts.progress,
         resume=opts.resume,
         init_from=Path(opts.init_from) if opts.init_from else None,
-        log=_logger(run_dir) if main else (lambda msg: None),
+        log=log,
     )
     facts: dict[str, Any] | None = None
     if distill is not None:  # the transfer set replaces train; the teacher's top-k rides with each batch
@@ -242,6 +263,8 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
     with timer.stage("evaluate"):
         # Coverage too: a test-set figure tables show beside P@k (it needs all rows, so not per document).
         metrics["test"] = evaluate(ids, ds.test.labels, inv_propensity=inv_p, coverage=True)
+    shown = "  ".join(f"{k} {metrics['test'][k]:.2f}" for k in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5"))
+    log(f"test: {shown}; timing {', '.join(f'{k} {v:.1f} s' for k, v in timer.seconds.items())}")
     record = {
         "status": "complete",
         "command": opts.command,
@@ -255,7 +278,10 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
         "options": to_dict(opts),
         "dataset": {
             "name": ds.name,
-            "path": str(ds.path),
+            "path": ds.source or str(ds.path),  # a name or preset as typed, a folder absolute
+            "folder": str(ds.path),
+            "format": ds.format,
+            "unlabelled": ds.meta.get("unlabelled", {}),  # the policy and, per split, documents without labels
             "fingerprint": ds.fingerprint,
             "test_fingerprint": ds.test.texts.digest if ds.test.texts is not None else ds.fingerprint,
             "n_train": len(train),
@@ -283,9 +309,15 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
     if select_name == "test":
         record["selection"]["warning"] = "checkpoint chosen on the TEST split (original LightXML protocol)"
     record["world_size"] = dist.world_size()
+    state_files = [run_dir / name for name in rec.STATE_FILES if (run_dir / name).is_file()]
+    record["resumable_state"] = "none" if not state_files else "kept" if opts.keep_state else "deleted"
     if main:
         rec.write_predictions(run_dir, ids, scores, ds.label_names)
         rec.write_record(run_dir, record)
+        if not opts.keep_state:  # the exported model/ is all a finished run needs (--keep-state keeps these)
+            for path in state_files:
+                with naming(path):
+                    path.unlink()
     dist.barrier()
     return record
 
@@ -299,7 +331,7 @@ def save_initial_weights(opts: RunOptions, path: Path) -> Path:
     check_user_options(entry, opts)
     path = Path(path)
     claim_file(path, "initial weights", force=opts.force)
-    ds = open_dataset(opts.dataset, progress=opts.progress)
+    ds = open_dataset(opts.dataset, progress=opts.progress, unlabelled=opts.unlabelled)
     check_splits(ds)
     config = resolve_model_config(entry, ds, opts)
     opts = resolve_protocol(opts, entry, ds, config)
@@ -331,14 +363,71 @@ def _seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def _logger(run_dir: Path):
-    """Log lines go to stderr (beside tqdm bars) and to ``train.log`` in the run folder."""
-    path = run_dir / "train.log"
+def start_summary(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: Any, model: Model,
+                  splits: tuple[Split, Split | None, str]) -> str:
+    """The first line of a run's log: what is trained on what, with how much, where and how precisely."""
+    train, select, select_name = splits
+    parts = [f"{opts.model} on {ds.name} ({ds.format}): {len(train):,} train, "
+             f"{len(select) if select is not None else 0:,} {select_name}, {len(ds.test):,} test documents, "
+             f"{ds.n_labels:,} labels, {model.n_parameters():,} parameters"]
+    unlabelled = ds.meta.get("unlabelled", {})
+    if unlabelled.get("policy", "error") != "error":
+        counts = ", ".join(f"{k} {v}" for k, v in unlabelled.items() if k != "policy")
+        parts.append(f"documents without labels ({unlabelled['policy']}): {counts}")
+    if entry.neural:
+        from xmlbench.engine import loop
 
-    def log(msg: str) -> None:
-        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-        print(line, file=sys.stderr, flush=True)
-        with naming(path), open(path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        device = loop.device_for(config)
+        precision = loop.Precision(config.amp, device)
+        parts.append(f"{loop.planned_steps(len(train), config):,} optimiser steps planned"
+                     f"{f' (max_steps {config.max_steps})' if config.max_steps else ''}, device {device}, "
+                     f"precision {'fp32' if precision.name == 'off' else precision.name}")
+    parts.append(f"seed {opts.seed}, protocol {opts.protocol}, selection on {select_name}")
+    return "; ".join(parts)
 
-    return log
+
+class _LogFile(logging.FileHandler):
+    """``train.log``: a failed write (a full disk) is an error naming the file, as every other write is,
+    not logging's printed traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        e = sys.exc_info()[1]
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror, self.baseFilename) from None
+        super().handleError(record)
+
+
+@contextmanager
+def run_log(run_dir: Path, main: bool = True):
+    """stdlib logging for one run: the ``xmlbench`` loggers and Python warnings go to stderr and to
+    ``train.log`` in the run folder (appended: a resumed run's sessions follow each other), so the log
+    holds the whole story; handlers are removed when the run ends (a process may run many). Yields the
+    function models log with (``FitContext.log``); off the main rank it logs nothing."""
+    if not main:
+        yield lambda msg: None
+        return
+    fmt = logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S")
+    # delay: the file is made by the first line (the summary, once the model is built): a model that
+    # refuses its config leaves nothing behind
+    file = _LogFile(run_dir / "train.log", encoding="utf-8", delay=True)
+    console = logging.StreamHandler(sys.stderr)
+    handlers = (file, console)
+    loggers = [logging.getLogger("xmlbench"), logging.getLogger("py.warnings")]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.INFO)
+        lg.propagate = False  # the user's own root handlers would print every line twice
+        for h in handlers:
+            h.setFormatter(fmt)
+            lg.addHandler(h)
+    logging.captureWarnings(True)
+    try:
+        yield logging.getLogger("xmlbench.run").info
+    finally:
+        logging.captureWarnings(False)
+        for lg, (level, propagate) in zip(loggers, saved):
+            for h in handlers:
+                lg.removeHandler(h)
+            lg.setLevel(level)
+            lg.propagate = propagate
+        file.close()

@@ -21,7 +21,10 @@ from xmlbench.runtime import match_numba_threads_to_omp
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     match_numba_threads_to_omp()
-    parser = build_parser()
+    try:  # building the parser reads the dataset manifests: a bad one is a user error too
+        parser = build_parser()
+    except UserError as e:
+        return _error(str(e), 2)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -255,3 +255,12 @@ def test_distill_user_errors_are_one_line(tiny_dataset, tfidf_teacher, tmp_path)
     assert rc == 2 and err[-1].endswith(f"{bad}:2: expected 2 numbers after the word, found 1; each line is "
                                         "'word v1 ... vd' (GloVe), optionally after a 'count dim' header "
                                         "(word2vec text)")
+
+
+def test_distillation_table_names_the_control_row_apart():
+    """Two students of one teacher differ only by their loss weights; alpha 0 (no teacher signal) is the
+    control, and the table must not print it as if it were distilled."""
+    from xmlbench.results.distillation import _loss_label
+
+    assert _loss_label({"alpha": 0.0, "beta": 1.0, "temperature": 1.0}).startswith("(control: alpha 0")
+    assert _loss_label({"alpha": 0.5, "beta": 0.5, "temperature": 2.0}) == "(alpha 0.5, beta 0.5, T 2)"

@@ -38,7 +38,8 @@ def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "docs/s": speed.get("teacher_docs_s"), "run_dir": t["run_dir"]})
         p_t, p_s = t["test"].get("P@1"), s.get("P@1")
         n_t, n_s = t.get("n_parameters") or 0, r.get("n_parameters") or 0
-        out.append({"system": f"student: {r['model']} <- {t['model']}", "model": r["model"], "P@1": p_s,
+        out.append({"system": f"student: {r['model']} <- {t['model']} {_loss_label(d['settings'])}",
+                    "model": r["model"], "P@1": p_s,
                     "P@3": s.get("P@3"), "P@5": s.get("P@5"), "parameters": n_s,
                     "docs/s": speed.get("student_docs_s"),
                     "P@1 retained %": 100.0 * p_s / p_t if p_t else None,
@@ -48,6 +49,15 @@ def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "threads": speed.get("threads"), "fit_s": r.get("timing_s", {}).get("fit"),
                     "teacher_s": r.get("timing_s", {}).get("teacher")})
     return out
+
+
+def _loss_label(settings: dict[str, Any]) -> str:
+    """The loss weights in the row name: students of one teacher differ by them, and alpha 0 (the teacher's
+    targets unused: the same transfer set and steps, supervised loss only) is the control row."""
+    alpha, beta, temp = settings.get("alpha"), settings.get("beta"), settings.get("temperature")
+    if not alpha:
+        return f"(control: alpha 0, beta {beta:g}, no teacher signal)"
+    return f"(alpha {alpha:g}, beta {beta:g}, T {temp:g})"
 
 
 def _cell(key: str, value: Any) -> str:

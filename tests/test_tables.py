@@ -733,3 +733,38 @@ def test_cli_table_json_tidy_and_by_frequency(tmp_path: Path, capsys: pytest.Cap
     args = parser.parse_args(["table", str(root), "--metrics", "Cov@3", "--format", "tidy"])
     assert args.func(args) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 4
+
+
+def test_plots_come_as_png_pdf_and_svg_with_seed_error_bars_and_one_loss_axis_per_kind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paper plots: every PNG has PDF and SVG siblings; the decile bars carry the seeds' spread (none for
+    one run); a flat and a clustered run do not share a loss axis."""
+    pytest.importorskip("matplotlib")
+    from xmlbench.results import plots
+
+    dirs, truth = arm_runs(tmp_path / "runs", n_docs=300)
+    label_counts = np.arange(truth.shape[1])[::-1] * 3
+    for arm, mode in (("base", "flat"), ("se", "clustered")):
+        for d in dirs[arm]:
+            rec = json.loads((d / "record.json").read_text())
+            rec["model_details"] = {"mode": mode}
+            (d / "record.json").write_text(json.dumps(rec))
+            scale = 1.0 if mode == "flat" else 100.0
+            (d / "history.jsonl").write_text("".join(json.dumps({"step": s, "loss": scale / (s + 1)}) + "\n"
+                                                     for s in range(0, 50, 5)))
+    png = plots.plot_training_curves(dirs["base"] + dirs["se"], tmp_path / "p" / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+    assert b"<svg" in png.with_suffix(".svg").read_bytes()[:500]
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out: figures.append(fig) or Path(out))
+    plots.plot_training_curves(dirs["base"] + dirs["se"], tmp_path / "q.png")
+    titles = [ax.get_title() for ax in figures[-1].axes]
+    assert titles == ["training loss (lightxml clustered)", "training loss (lightxml flat)", "validation P@5"]
+    several = {"two seeds": dirs["se"][:2], "one seed": dirs["base"][:1]}
+    assert len(several["two seeds"]) == 2
+    plots.plot_label_deciles(several, named(truth), label_counts, tmp_path / "d.png")
+    bars = figures[-1].axes[0].containers
+    with_errors = [c for c in bars if getattr(c, "errorbar", None) is not None]
+    assert len(with_errors) == 1 and "n=2" in with_errors[0].get_label()

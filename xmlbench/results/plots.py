@@ -39,11 +39,21 @@ def _figure(width: float, height: float, ncols: int = 1) -> tuple[Any, list[Any]
     return fig, list(axes)
 
 
+VECTOR_FORMATS = ("pdf", "svg")  # beside every PNG: a paper wants vector figures, a README wants the PNG
+
+
 def _save(fig: Any, out: Path) -> Path:
-    """Save as the suffix says (.png or .pdf; PNG for anything else)."""
+    """Save as the suffix says (.pdf, .svg or .png; PNG for anything else); a PNG also gets its PDF and SVG
+    siblings (same name, same figure), so every plot exists in a form a paper can use."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, format="pdf" if out.suffix.lower() == ".pdf" else "png")
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt in VECTOR_FORMATS:
+        fig.savefig(out, format=fmt)
+        return out
+    fig.savefig(out, dpi=150, format="png")
+    for vector in VECTOR_FORMATS:
+        fig.savefig(out.with_suffix("." + vector), format=vector)
     return out
 
 
@@ -82,14 +92,17 @@ def plot_label_deciles(
         parts = [decile_contributions(predictions_onto(d, truth)[0], truth.labels, label_counts, k)
                  for d in dirs]
         mean = np.mean(parts, axis=0)
-        ax.bar(x + (i - (n_sys - 1) / 2) * width, mean, width, label=f"{system} (P@{k} {mean.sum():.2f})")
+        # seeds as error bars: sample std per decile over the system's runs (none for a single run)
+        err = np.std(parts, axis=0, ddof=1) if len(parts) > 1 else None
+        ax.bar(x + (i - (n_sys - 1) / 2) * width, mean, width, yerr=err, capsize=2,
+               label=f"{system} (P@{k} {mean.sum():.2f}, n={len(parts)})")
     ax.set_xticks(x, [str(d + 1) for d in x])
     ax.set_xlabel("label-frequency decile (1 = most frequent labels in train, 10 = rarest)")
     ax.set_ylabel(f"contribution to P@{k} (%)")
     ax.set_title(
         (title + "\n" if title else "")
         + f"Contribution to P@{k} of each decile of labels by training frequency "
-        f"(a system's bars sum to its P@{k})",
+        f"(a system's bars sum to its P@{k}; error bars: std over n seeds)",
         fontsize=10,
     )
     ax.legend(fontsize=8)
@@ -119,29 +132,44 @@ def read_history(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
 
 
 def plot_training_curves(run_dirs: list[Path], out: Path, metric: str = "P@5", title: str = "") -> Path:
-    """Training loss and validation ``metric`` against step, one line per run."""
+    """Training loss and validation ``metric`` against step, one line per run. Losses of different kinds
+    get their own axes: a clustered LightXML loss (generator + discriminator BCE) and a flat one are on
+    different scales, and one axis would flatten the smaller."""
     histories = {Path(d): read_history(d) for d in run_dirs}
     histories = {d: h for d, h in histories.items() if h[0] or h[1]}
     if not histories:
         raise UserError(f"no {HISTORY} in {', '.join(str(d) for d in run_dirs)}: nothing to plot")
-    fig, (ax_loss, ax_eval) = _figure(11, 4.2, ncols=2)
+    runs = {d: Run.load(d) for d in histories}
+    kinds = sorted({loss_kind(r) for d, r in runs.items() if histories[d][0]})
+    fig, axes = _figure(5.5 * (len(kinds) + 1), 4.2, ncols=len(kinds) + 1)
+    ax_loss = dict(zip(kinds, axes))
+    ax_eval = axes[-1]
     for d, (losses, evals) in histories.items():
-        label = _run_label(Run.load(d))
+        label = _run_label(runs[d])
         if losses:
-            ax_loss.plot([p["step"] for p in losses], [p["loss"] for p in losses], lw=1, label=label)
+            ax_loss[loss_kind(runs[d])].plot([p["step"] for p in losses], [p["loss"] for p in losses], lw=1,
+                                             label=label)
         pts = [p for p in evals if metric in p.get("metrics", {})]
         if pts:
             ax_eval.plot([p["step"] for p in pts], [p["metrics"][metric] for p in pts], marker="o", ms=3,
                          label=label)
-    ax_loss.set(xlabel="step", ylabel="training loss", title="training loss")
+    for kind, ax in ax_loss.items():
+        ax.set(xlabel="step", ylabel="training loss", title=f"training loss ({kind})")
     ax_eval.set(xlabel="step", ylabel=f"{metric} (%)", title=f"validation {metric}")
-    for ax in (ax_loss, ax_eval):
+    for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, out)
+
+
+def loss_kind(run: Run) -> str:
+    """What a run's training loss measures: LightXML's mode (flat or clustered), else its model."""
+    mode = (run.record.get("model_details") or {}).get("mode")
+    model = str(run.record.get("model", "?"))
+    return f"{model} {mode}" if mode else model
 
 
 def _run_label(run: Run) -> str:
@@ -181,8 +209,8 @@ def plot_ablation_deltas(
     pdf: bool = False,
 ) -> Path:
     """Bars of each arm's mean delta to ``base`` over paired seeds, one bar per metric, error bars ± sample
-    std over seeds (none below two paired seeds). Written as PNG, or PDF when ``out`` ends in .pdf; ``pdf``
-    also writes the same figure as ``out`` with the suffix .pdf."""
+    std over seeds (none below two paired seeds). Written as ``_save`` says: a PNG with its PDF and SVG,
+    or only the vector format ``out`` names (``pdf`` is implied by a PNG and kept for old callers)."""
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     per_metric = {m: ablation_deltas(run_dirs_by_arm, base, m) for m in metrics}
     names = list(per_metric[metrics[0]])
@@ -209,9 +237,7 @@ def plot_ablation_deltas(
     if len(metrics) > 1:
         ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    if pdf:
-        _save(fig, Path(out).with_suffix(".pdf"))
-    return _save(fig, out)
+    return _save(fig, out)  # a PNG brings its PDF and SVG (``pdf`` is kept for callers that ask for it)
 
 
 # --------------------------------------------------------------------------------- all plots for runs

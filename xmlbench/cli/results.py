@@ -34,7 +34,8 @@ def add_commands(subparsers) -> None:
                    help="add head/torso/tail columns (training-frequency terciles) for each P@k and PSP@k")
     t.add_argument("--reference", action="store_true", help="add published rows and the gap to them")
     t.add_argument("--out", help="write the table to this file (default: print it)")
-    t.add_argument("--plots", metavar="DIR", help="also write plots, PNG with PDF and SVG beside (label deciles with seed error bars, training curves with one loss axis per loss kind)")
+    t.add_argument("--plots", metavar="DIR", help="also write plots, PNG with PDF and SVG beside (label deciles "
+                   "with seed error bars, training curves with one loss axis per loss kind)")
     t.add_argument("--index", metavar="DIR", help="also write DIR/README.md: every run and its command")
     t.add_argument("--force", action="store_true",
                    help="replace --out, DIR/README.md or the plots even if xmlbench did not write them")

@@ -232,3 +232,34 @@ def test_a_record_names_a_folder_absolute_and_a_preset_by_name(tmp_path, tiny_da
     monkeypatch.chdir(elsewhere)  # the relative "copy" means nothing here: the record still finds it
     assert main(["table", str(tmp_path / "r2"), "--metrics", "P@1,R@10"]) == 0
     assert not (elsewhere / "copy").exists() and os.listdir(elsewhere) == []
+
+
+def test_ablation_tables_open_the_test_labels_as_the_runs_did(tmp_path, tiny_dataset, monkeypatch):
+    """An ablation of data with unlabelled test documents, run with --unlabelled drop, scores its saved
+    predictions against the same (dropped) rows: the table's label loader follows the runs' policy."""
+    import json
+
+    from xmlbench.errors import UserError
+    from xmlbench.experiments.ablate import _test_labels_loader, _unlabelled_policies
+
+    d = _with_unlabelled(tmp_path, tiny_dataset)
+    run = tmp_path / "sweep" / "base" / "seed0"
+    run.mkdir(parents=True)
+    n_test = len((d / "test_labels.txt").read_text().splitlines())
+    (run / "record.json").write_text(json.dumps({
+        "status": "complete", "model": "label-frequency", "config": {}, "metrics": {}, "selection": {},
+        "dataset": {"name": "unlabelled", "path": str(d), "fingerprint": "-", "test_fingerprint": "-",
+                    "unlabelled": {"policy": "drop"}}}))
+    policies = _unlabelled_policies({"base": [run]})
+    assert policies == {str(d): "drop"}
+    assert _test_labels_loader(policies)(str(d)).labels.shape[0] == n_test - 1
+    with pytest.raises(UserError, match="no labels"):  # what the loader did before: the default policy
+        _test_labels_loader()(str(d))
+
+    from xmlbench.experiments import ablate
+
+    asked = []  # write_tables builds its loader from the runs' records
+    monkeypatch.setattr(ablate, "_test_labels_loader", lambda policies=None: asked.append(policies) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        ablate.write_tables(tmp_path / "sweep", {"base": [run]}, [ablate.Arm("base", (), "flat")], "x")
+    assert asked == [{str(d): "drop"}]

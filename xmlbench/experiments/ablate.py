@@ -167,7 +167,7 @@ def write_tables(
 
     metrics = metrics or ABLATION_METRICS
     if truth_loader is None:
-        truth_loader = _test_labels_loader()
+        truth_loader = _test_labels_loader(_unlabelled_policies(runs_by_arm))
     bases = [a for a in arms if not a.variants]
     parts_md, parts_csv = [], []
     for base in bases:
@@ -198,16 +198,29 @@ def write_tables(
     return md
 
 
-def _test_labels_loader() -> Callable[[str], object]:
-    """Test labels (with their label names) by dataset path, each dataset opened once."""
+def _unlabelled_policies(runs_by_arm: dict[str, list[Path]]) -> dict[str, str]:
+    """Each dataset path's ``--unlabelled`` policy, as the finished runs recorded it."""
+    policies: dict[str, str] = {}
+    for dirs in runs_by_arm.values():
+        for d in dirs:
+            if rec.is_complete(d):
+                dataset = rec.read_record(d).get("dataset") or {}
+                policies[str(dataset.get("path"))] = (dataset.get("unlabelled") or {}).get("policy", "error")
+    return policies
+
+
+def _test_labels_loader(policies: dict[str, str] | None = None) -> Callable[[str], object]:
+    """Test labels (with their label names) by dataset path, each dataset opened once and as its runs
+    opened it (documents without labels dropped or kept by their ``--unlabelled``), so the rows line up."""
     from xmlbench.data.dataset import open_dataset
     from xmlbench.data.labels import Truth
 
+    policies = policies or {}
     cache: dict[str, object] = {}
 
     def load(path: str):
         if path not in cache:
-            cache[path] = Truth.test_of(open_dataset(path))
+            cache[path] = Truth.test_of(open_dataset(path, unlabelled=policies.get(str(path), "error")))
         return cache[path]
 
     return load

@@ -97,3 +97,16 @@ def test_command_line_errors_are_one_line(argv, message, capsys):
     assert main(argv) != 0
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_child_that_writes_more_than_a_pipe_holds_still_finishes():
+    """The sweep polls its child without reading: a child writing ~1 MB (omikuji's progress at 4k labels)
+    blocked on a full pipe until the timeout, so the tree had no point at any size."""
+    import os
+    import sys
+
+    from xmlbench.benchmarks.scaling import run_child
+
+    argv = [sys.executable, "-c", "import sys; sys.stderr.write('x' * 1_000_000); print('[]')"]
+    status, _, out, err, code = run_child(argv, dict(os.environ), timeout_s=30, max_rss_gb=4)
+    assert (status, code, out.strip(), len(err)) == ("ok", 0, "[]", 1_000_000)

@@ -26,6 +26,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -133,11 +134,15 @@ def random_bow(rng: np.random.Generator, labels, vocab: int = VOCAB, doc_nnz: in
 
 
 def _time_tree(n_labels: int) -> list[dict[str, Any]]:
-    import tempfile
 
     from xmlbench.benchmarks.metrics import random_truth
-    from xmlbench.models.baselines.tree import TreeConfig, hyper_params, predict_forest, require_omikuji, \
-        write_xc_repo_file
+    from xmlbench.models.baselines.tree import (
+        TreeConfig,
+        hyper_params,
+        predict_forest,
+        require_omikuji,
+        write_xc_repo_file,
+    )
 
     require_omikuji()
     import omikuji
@@ -187,24 +192,12 @@ def run_point(component: str, size: str, timeout_s: float, max_rss_gb: float = M
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CHECKOUT_ROOT), env.get("PYTHONPATH")) if p)
     code = f"from xmlbench.benchmarks.scaling import _child_main; _child_main({component!r}, {n_labels})"
-    started = time.monotonic()
-    with subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True) as child:
-        status, peak = "ok", 0.0
-        while child.poll() is None:
-            rss = _rss_gb(child.pid)
-            peak = max(peak, rss)
-            if rss > max_rss_gb or time.monotonic() - started > timeout_s:
-                status = f"stopped: over {max_rss_gb:g} GB" if rss > max_rss_gb else f"stopped: over {timeout_s:g} s"
-                child.kill()
-                break
-            time.sleep(0.25)
-        out, err = child.communicate()
+    status, peak, out, err, returncode = run_child([sys.executable, "-c", code], env, timeout_s, max_rss_gb)
     load = os.getloadavg()[0]
     base = {"size": size, "n_labels": n_labels, "load_avg_1m": round(load, 2)}
     names = ("tree-fit", "tree-predict") if component == "tree" else \
         ("step", "predict") if component == "step" else (component,)
-    if status == "ok" and child.returncode != 0:
+    if status == "ok" and returncode != 0:
         last = (err.strip().splitlines() or ["no output"])[-1]
         status = f"failed: {last[:160]}"
     if status != "ok":
@@ -213,6 +206,30 @@ def run_point(component: str, size: str, timeout_s: float, max_rss_gb: float = M
     rows = json.loads(out.strip().splitlines()[-1])
     return [{**base, **row, "seconds": float(f"{row['seconds']:.6g}"), "peak_rss_gb": round(row["peak_rss_gb"], 2),
              "status": "ok"} for row in rows]
+
+
+def run_child(argv: list[str], env: dict[str, str], timeout_s: float,
+              max_rss_gb: float) -> tuple[str, float, str, str, int]:
+    """Run ``argv``, sampling its resident set; (status, peak GB, stdout, stderr, return code)."""
+    started = time.monotonic()
+    # The child's output goes to files, not pipes: this loop polls without reading, and a child that writes
+    # more than a pipe holds (omikuji's progress lines: ~1 MB at 4k labels) would block on the write forever.
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        with subprocess.Popen(argv, env=env, stdout=out_f, stderr=err_f, text=True) as child:
+            status, peak = "ok", 0.0
+            while child.poll() is None:
+                rss = _rss_gb(child.pid)
+                peak = max(peak, rss)
+                if rss > max_rss_gb or time.monotonic() - started > timeout_s:
+                    status = (f"stopped: over {max_rss_gb:g} GB" if rss > max_rss_gb
+                              else f"stopped: over {timeout_s:g} s")
+                    child.kill()
+                    break
+                time.sleep(0.25)
+            child.wait()
+        out_f.seek(0)
+        err_f.seek(0)
+        return status, peak, out_f.read(), err_f.read(), child.returncode
 
 
 def _rss_gb(pid: int) -> float:

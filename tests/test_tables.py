@@ -548,8 +548,8 @@ def test_results_index_lists_runs_and_commands(runs: Path, tmp_path: Path) -> No
     assert "ensemble of `a`, `b`, `c`" in text
 
 
-def test_cli_table_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from xmlbench.cli.results import add_commands
+def three_label_dataset(tmp_path: Path):
+    """A real 3-label dataset folder (ids x=0 y=1 z=2; train counts 2, 2, 1; test labels {x}, {z, y})."""
     from xmlbench.data.dataset import open_dataset
 
     data = tmp_path / "tiny"
@@ -558,7 +558,13 @@ def test_cli_table_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     (data / "train_labels.txt").write_text("x y\ny z\nx\n")
     (data / "test_texts.txt").write_text("a\nc\n")
     (data / "test_labels.txt").write_text("x\nz y\n")
-    ds = open_dataset(str(data))
+    return data, open_dataset(str(data))
+
+
+def test_cli_table_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from xmlbench.cli.results import add_commands
+
+    data, ds = three_label_dataset(tmp_path)
     tfp = ds.test.texts.digest
     ids = np.array([[0, 1, 2], [2, 1, 0]], np.int32)  # label ids x=0 y=1 z=2
     for seed in range(2):
@@ -623,15 +629,8 @@ def tiny_runs(tmp_path: Path) -> Path:
     """Two systems x two seeds on a real 3-label dataset (ids x=0 y=1 z=2; train counts 2, 2, 1), test
     labels {x}, {z, y}. System a predicts [x, y, z], [z, y, x]; system +se the reverse of each row. The
     records hold only the hand-made P@k of ``p`` (a: P@1 100, +se: P@1 50), never R, Cov or terciles."""
-    from xmlbench.data.dataset import open_dataset
 
-    data = tmp_path / "tiny"
-    data.mkdir()
-    (data / "train_texts.txt").write_text("a b\nc d\ne f\n")
-    (data / "train_labels.txt").write_text("x y\ny z\nx\n")
-    (data / "test_texts.txt").write_text("a\nc\n")
-    (data / "test_labels.txt").write_text("x\nz y\n")
-    ds = open_dataset(str(data))
+    data, ds = three_label_dataset(tmp_path)
     ids = np.array([[0, 1, 2], [2, 1, 0]], np.int32)
     for seed in range(2):
         for arm, arm_ids, variants, p1 in (("a", ids, (), 100.0), ("b", ids[:, ::-1].copy(), ("se",), 50.0)):

@@ -159,7 +159,7 @@ def write_tables(
     truth_loader: Callable[[str], object] | None = None,
 ) -> str:
     """The comparison table(s), one per base (flat and clustered bases are never mixed), in ablation.md and
-    ablation.csv, and each table's delta plot beside them: ablation-deltas.png and .pdf (with several bases
+    ablation.csv, and each table's delta plot beside them: ablation-deltas.png with .pdf and .svg (with several bases
     ablation-deltas-BASE.png), skipped with a note when matplotlib is missing. ``metrics`` defaults to the
     table's (P@1, P@3, P@5, PSP@5); ``truth_loader`` to the test labels of the dataset each record names."""
     from xmlbench.io import write_text
@@ -185,9 +185,10 @@ def write_tables(
         else:
             from xmlbench.results.plots import plot_ablation_deltas
 
-            plot_ablation_deltas(group, png, base=base.name, metrics=metrics, pdf=True,
+            plot_ablation_deltas(group, png, base=base.name, metrics=metrics,
                                  title=f"{dataset_name}, {base.mode} mode")
-            table.notes.append(f"plot: {png.name} (and {png.with_suffix('.pdf').name}): per metric, each "
+            vectors = ", ".join(png.with_suffix(x).name for x in (".pdf", ".svg"))
+            table.notes.append(f"plot: {png.name} (and {vectors}): per metric, each "
                                "arm's mean per-seed delta to the base, ± sample std over paired seeds.")
             figure = f"\n![Δ per arm and metric, {base.mode} mode]({png.name})\n"
         parts_md.append(render(table, "md") + figure)

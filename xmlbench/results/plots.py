@@ -206,11 +206,10 @@ def plot_ablation_deltas(
     base: str = "base",
     metrics: str | list[str] = "P@5",
     title: str = "",
-    pdf: bool = False,
 ) -> Path:
     """Bars of each arm's mean delta to ``base`` over paired seeds, one bar per metric, error bars ± sample
     std over seeds (none below two paired seeds). Written as ``_save`` says: a PNG with its PDF and SVG,
-    or only the vector format ``out`` names (``pdf`` is implied by a PNG and kept for old callers)."""
+    or only the vector format ``out`` names."""
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     per_metric = {m: ablation_deltas(run_dirs_by_arm, base, m) for m in metrics}
     names = list(per_metric[metrics[0]])
@@ -237,7 +236,7 @@ def plot_ablation_deltas(
     if len(metrics) > 1:
         ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, out)  # a PNG brings its PDF and SVG (``pdf`` is kept for callers that ask for it)
+    return _save(fig, out)
 
 
 # --------------------------------------------------------------------------------- all plots for runs

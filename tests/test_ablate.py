@@ -132,3 +132,16 @@ def test_the_all_arm_leaves_out_refused_combinations_and_scalar_mix_runs_alone()
     assert "scalar-mix" in names and "all" in names
     together = next(a for a in arms if a.name == "all")
     assert "scalar-mix" not in together.variants and {"se", "doc-rep"} <= set(together.variants)
+
+
+def test_scalar_mix_arm_starts_from_the_sweeps_initial_weights(tmp_path):
+    """The ablation's initial weights hold heads sized for the 5-layer concatenation; the scalar-mix arm
+    (width H) takes their encoder and keeps its own heads. It failed with a size mismatch (and with it the
+    demo's smoke ablation)."""
+    from xmlbench.cli import main
+
+    common = ["--model", "lightxml", "--preset", "smoke", "--set", "max_steps=1", "--set", "mode=clustered",
+              "--no-progress"]
+    assert main(["init", "tiny", *common, "--out", str(tmp_path / "init.pt")]) == 0
+    assert main(["train", "tiny", *common, "--variants", "scalar-mix", "--init-from", str(tmp_path / "init.pt"),
+                 "--out", str(tmp_path / "sm")]) == 0

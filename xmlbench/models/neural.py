@@ -433,6 +433,17 @@ class NeuralModel(Model):
     def config_cls(cls) -> type:
         raise NotImplementedError
 
+    def _fitting_head_weights(self, weights: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+        """Drop head tensors whose shape this model does not have: a variant that changes the document
+        width (scalar-mix: H instead of 5H) shares the ablation's initial encoder but not its head shapes,
+        so its heads keep their own seeded initialisation. A mismatched encoder tensor stays an error."""
+        own = self.net.state_dict()
+        wrong = [k for k, v in weights.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+        if any(k.startswith("encoder.") for k in wrong):
+            raise UserError(f"--init-from {run_dir}: its encoder weights do not fit this model "
+                            f"({[k for k in wrong if k.startswith('encoder.')][:3]} ...)")
+        return {k: v for k, v in weights.items() if k not in wrong}
+
     def _load_weights_from(self, run_dir: Path) -> None:
         """--init-from: identical initial weights across arms (same encoder and head shapes)."""
         folder = Path(run_dir) / "model"
@@ -446,6 +457,7 @@ class NeuralModel(Model):
                                 "file) found")
             weights = net_state(ckpt.require(ckpt.load(path), ("encoder_state_dict", "classifier_state_dict"),
                                              path))
+        weights = self._fitting_head_weights(weights, run_dir)
         _, unexpected = ckpt.load_into(self.net, weights, path, strict=False)
         if unexpected:
             raise UserError(f"--init-from {run_dir}: weights do not fit this model ({unexpected[:3]} ...)")

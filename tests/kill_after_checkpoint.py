@@ -22,9 +22,21 @@ def kill_after_checkpoint(monkeypatch, step: int) -> None:
     def checkpoint_then_die(run_dir, net, optimizer, swa, precision, state, model):
         real(run_dir, net, optimizer, swa, precision, state, model)
         if state.step >= step:
+            _wait_for_every_rank()
             raise Killed(f"killed after the checkpoint of step {state.step}")
 
     monkeypatch.setattr(loop, "_checkpoint", checkpoint_then_die)
+
+
+def _wait_for_every_rank() -> None:
+    """Under torchrun only rank 0 writes the checkpoint; the other ranks return at once. Were they to die
+    first, torchrun would SIGTERM rank 0 mid-write, and on a loaded machine the resume then found no
+    step-N checkpoint (the test failed only under load). The barrier makes every rank die after the write,
+    which is the kill this hook stands for."""
+    import torch.distributed as torch_dist
+
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ MODE_DEFAULTS = {
 class TreeConfig:
     mode: Literal["parabel", "bonsai"] = "parabel"
     n_trees: Annotated[int, Range(1, 1000)] = 3  # each tree is a full model's memory
+    # omikuji's default trains the trees at the same time, each holding its own copies of the examples and
+    # label centroids along its current path; one after the other keeps one tree's working set at a time
+    # (same algorithm, same threads inside each tree: README "Tree memory" has the measured trade-off)
+    trees_in_parallel: bool = False
     # unigrams, capped at 200k: synth-amazon670k (441k docs, 670k labels, 3 trees) peaked at 19 GB;
     # n_trees = 1 needs about a third of the model memory
     ngram_max: Annotated[int, Range(1, 5)] = 1
@@ -151,6 +155,7 @@ def hyper_params(cfg: TreeConfig):
     k, balanced, depth = MODE_DEFAULTS[cfg.mode]
     hp = omikuji.Model.default_hyper_param()
     hp.n_trees = cfg.n_trees
+    hp.train_trees_1_by_1 = not cfg.trees_in_parallel
     hp.cluster_k = cfg.cluster_k if cfg.cluster_k is not None else k
     hp.cluster_balanced = balanced
     hp.max_depth = cfg.max_depth if cfg.max_depth is not None else depth

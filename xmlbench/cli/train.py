@@ -78,6 +78,9 @@ def add_train_arguments(p: argparse.ArgumentParser, dataset: bool = True, model:
     p.add_argument("--keep-state", action="store_true",
                    help="keep the resumable training state (checkpoint.pt with the optimiser, best.pt) once "
                         "the run has finished; by default only the exported model/ stays")
+    p.add_argument("--report-to", default="", metavar="TRACKERS",
+                   help="also send the training history and final metrics to these trackers, comma-separated: "
+                        "tensorboard (RUN/tensorboard), mlflow (MLFLOW_TRACKING_URI, else RUN/mlflow.db)")
     p.add_argument("--unlabelled", choices=["error", "drop", "keep"], default="error",
                    help="documents without labels: an error naming file and line (default), dropped from "
                         "their split, or kept (misses in P@k); counted in the record")
@@ -85,6 +88,7 @@ def add_train_arguments(p: argparse.ArgumentParser, dataset: bool = True, model:
 
 def options_from_args(args, **extra):
     from xmlbench.config import parse_overrides
+    from xmlbench.engine.reporters import parse_report_to
     from xmlbench.runs.runner import RunOptions
 
     overrides = parse_overrides(args.overrides)
@@ -110,6 +114,7 @@ def options_from_args(args, **extra):
         command=args.command_line,
         unlabelled=args.unlabelled,
         keep_state=args.keep_state,
+        report_to=parse_report_to(args.report_to),
     )
     fields.update(extra)
     return RunOptions(**fields)
@@ -150,6 +155,8 @@ def options_to_argv(opts, command: str = "train") -> list[str]:
         args.append("--keep-state")
     if opts.unlabelled != "error":
         args += ["--unlabelled", opts.unlabelled]
+    if opts.report_to:
+        args += ["--report-to", ",".join(opts.report_to)]
     for key, value in _flatten(to_dict(opts.overrides)):
         if key == "variants":
             if value:

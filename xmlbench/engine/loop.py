@@ -72,6 +72,7 @@ class Session:
     resume: bool = False
     log: Callable[[str], None] = print
     progress: bool = True
+    report: Callable[[dict[str, Any]], None] = lambda event: None  # --report-to trackers (engine.reporters)
 
 
 def device_for(cfg) -> torch.device:
@@ -127,16 +128,16 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
     # A resumed run reports its whole training time: the earlier sessions up to their last checkpoint
     # (a killed session's time after it is dropped; that work is redone here) plus this one.
     clock = _TrainClock(state.train_seconds)
-    history = _open_history(run_dir / HISTORY, state.history_bytes)
+    history = History(run_dir / HISTORY, state.history_bytes, session.report)
     stop = state.done
+    bar = _bar(planned_batches(model.n_train, cfg), _batches_done(model.n_train, cfg, state),
+               session.progress and dist.is_main())  # one bar for the whole run: its ETA is the run's
     while not stop and state.epoch < cfg.epochs:
         if state.epoch >= cfg.swa_warmup >= 0 and not swa.active:
             swa.fold(net)  # LightXML starts the average from the weights at the start of swa_warmup
         chunks = epoch_batches(model.n_train, seed, state.epoch, cfg.batch_size)
         batches_per_epoch = len(chunks)
         data = model.batches_for(chunks[state.batch :], device.type == "cuda")
-        bar = _bar(batches_per_epoch, state.batch, f"epoch {state.epoch + 1}/{cfg.epochs}",
-                   session.progress and dist.is_main())
         _train_mode(net, state)
         for batch in data:
             index = state.batch  # this batch's place in the epoch, from 0 (the original counts by it)
@@ -151,8 +152,9 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
                 if cfg.swa_count == "steps" and swa.active and state.step % cfg.swa_step == 0:
                     swa.fold(net)
                 docs_s = (bar.format_dict["rate"] or 0) * cfg.batch_size  # global batch
-                bar.set_postfix(loss=f"{loss:.4f}", docs_s=f"{docs_s:.0f}")
-                history.write(json.dumps({"step": state.step, "epoch": state.epoch, "loss": loss}) + "\n")
+                bar.set_postfix(epoch=f"{state.epoch + 1}/{cfg.epochs}", loss=f"{loss:.4f}",
+                                docs_s=f"{docs_s:.0f}")
+                history.write({"step": state.step, "epoch": state.epoch, "loss": loss})
             if _selection_due(cfg, state, index, stepped):
                 _select(model, net, swa, state, run_dir, cfg, history, log)
                 state.dropout_off = cfg.eval_mode_after_eval
@@ -164,35 +166,49 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
                 continue
             stop = bool(cfg.max_steps) and state.step >= cfg.max_steps
             if stop or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
-                state.train_seconds, state.history_bytes = clock.total(), _flushed_size(history)
+                state.train_seconds, state.history_bytes = clock.total(), history.flushed_size()
                 _checkpoint(run_dir, net, optimizer, swa, precision, state, model)
             if stop:
                 break
-        bar.close()
         if not stop:
             state.epoch, state.batch, state.dropout_off = state.epoch + 1, 0, False
         _select(model, net, swa, state, run_dir, cfg, history, log)
         state.done = stop or state.epoch >= cfg.epochs
-        state.train_seconds, state.history_bytes = clock.total(), _flushed_size(history)
+        state.train_seconds, state.history_bytes = clock.total(), history.flushed_size()
         _checkpoint(run_dir, net, optimizer, swa, precision, state, model)
+    bar.close()
     history.close()
     return {**_finish(model, net, swa, state, run_dir), "optimizer_state": optimizer.state_dict()}
 
 
-def _open_history(path: Path, keep_bytes: int):
-    """history.jsonl cut back to what it held at the checkpoint we start from: the lines a killed
-    session wrote after that checkpoint are written again by this one, so every step appears exactly once
-    (and a fresh start drops a previous run's lines). Only rank 0 writes it."""
-    if not dist.is_main():
-        return open(os.devnull, "w")
-    if keep_bytes >= 0 and path.exists() and path.stat().st_size > keep_bytes:
-        os.truncate(path, keep_bytes)
-    return open(path, "a", encoding="utf-8")
+class History:
+    """history.jsonl, one JSON event per line, each also handed to ``report`` (the ``--report-to`` trackers).
 
+    Opened cut back to what the file held at the checkpoint we start from: the lines a killed session wrote
+    after that checkpoint are written again by this one, so every step appears exactly once (and a fresh
+    start drops a previous run's lines). Only rank 0 writes it, and only rank 0 reports."""
 
-def _flushed_size(history) -> int:
-    history.flush()
-    return os.fstat(history.fileno()).st_size
+    def __init__(self, path: Path, keep_bytes: int, report: Callable[[dict[str, Any]], None]) -> None:
+        self.main = dist.is_main()
+        self.report = report
+        if not self.main:
+            self.file = open(os.devnull, "w")
+            return
+        if keep_bytes >= 0 and path.exists() and path.stat().st_size > keep_bytes:
+            os.truncate(path, keep_bytes)
+        self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, event: dict[str, Any]) -> None:
+        self.file.write(json.dumps(event) + "\n")
+        if self.main:
+            self.report(event)
+
+    def flushed_size(self) -> int:
+        self.file.flush()
+        return os.fstat(self.file.fileno()).st_size
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class _TrainClock:
@@ -211,6 +227,16 @@ def planned_steps(n_train: int, cfg) -> int:
     batches = -(-n_train // cfg.batch_size)
     steps = cfg.epochs * -(-batches // cfg.accumulate)
     return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def planned_batches(n_train: int, cfg) -> int:
+    """Batches of the whole run (the progress bar's total): every epoch's, or up to ``max_steps``."""
+    batches = cfg.epochs * -(-n_train // cfg.batch_size)
+    return min(batches, cfg.max_steps * cfg.accumulate) if cfg.max_steps else batches
+
+
+def _batches_done(n_train: int, cfg, state: TrainState) -> int:
+    return state.epoch * -(-n_train // cfg.batch_size) + state.batch
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -306,9 +332,8 @@ def _select(model: Trainable, net, swa: SWA, state: TrainState, run_dir: Path, c
             state.best_score, state.best_step, state.best_epoch = score, state.step, state.epoch
             if dist.is_main():
                 ckpt.save(run_dir / BEST, {"net": net.state_dict()})
-    history.write(json.dumps({"step": state.step, "epoch": state.epoch, "split": "select", "metrics": metrics})
-                  + "\n")
-    history.flush()
+    history.write({"step": state.step, "epoch": state.epoch, "split": "select", "metrics": metrics})
+    history.flushed_size()
     shown = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k in ("P@1", "P@3", "P@5"))
     if dist.is_main():
         log(f"step {state.step} epoch {state.epoch}: {shown}{'  (best)' if improved else ''}")
@@ -368,10 +393,10 @@ def _restore(path: Path, net, optimizer, swa: SWA, precision: Precision) -> Trai
     return state
 
 
-def _bar(total: int, initial: int, desc: str, enabled: bool):
+def _bar(total: int, initial: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, unit="batch", leave=False)
+    return tqdm(total=total, initial=initial, desc="train", disable=not enabled, unit="batch", leave=False)
 
 
 def make_param_groups(named: list[tuple[str, nn.Parameter]], lr: float, weight_decay: float) -> list[dict]:

@@ -43,6 +43,8 @@ class FitContext:
     # ``xmlbench distill``: the teacher's top-k for every row of ``train`` (the transfer set), and the loss
     # settings (``xmlbench.models.distillation.SoftTargets``); None trains on the labels alone
     soft_targets: Any = None
+    # --report-to trackers: every history event (engine.reporters); training loops pass it on
+    report: Callable[[dict[str, Any]], None] = lambda event: None
 
 
 def read_model_meta(folder: Path, name: str, config_cls: type) -> tuple[dict[str, Any], Any]:

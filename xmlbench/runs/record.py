@@ -37,7 +37,7 @@ RESUMABLE = "checkpoint.pt"  # the training loop's resumable state (engine.loop.
 STATE_FILES = (RESUMABLE, "best.pt")  # deleted when a run finishes, unless --keep-state
 # What a run writes into its folder; --force removes exactly these before starting over.
 RUN_FILES = (CONFIG, RECORD, PREDICTIONS, "checkpoint.pt", "best.pt", "history.jsonl", "train.log", "model",
-             "transfer")
+             "transfer", "tensorboard", "mlflow.db", "mlflow_run_id")
 # The options that, with the resolved model config and the dataset, make a run this run.
 IDENTITY_OPTIONS = ("model", "seed", "valid_size", "select_on", "unlabelled")
 
@@ -99,10 +99,12 @@ def peak_rss_mb() -> float:
 
 
 class StageTimer:
-    """Wall time per named stage, in the order they ran."""
+    """Wall time per named stage, in the order they ran, and the process's peak memory when each ended
+    (a running maximum, so the stage where it first jumps is the one that needed it)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -111,6 +113,7 @@ class StageTimer:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            self.peak_rss_mb[name] = round(peak_rss_mb(), 1)
 
 
 # ------------------------------------------------------------------------------ run folders

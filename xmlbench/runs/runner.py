@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from xmlbench.config import Rule, Seed, flag_name, from_dict, load_config_file, merge, to_dict, validate
 from xmlbench.data.dataset import Dataset, Split, carve_validation, open_dataset
 from xmlbench.engine import distributed as dist
+from xmlbench.engine import reporters
 from xmlbench.errors import UserError
 from xmlbench.io import naming, write_json
 from xmlbench.metrics import TOP_K, evaluate
@@ -61,6 +62,7 @@ class RunOptions:
     force: bool = False  # write into --out even if it holds files xmlbench did not write for this run
     unlabelled: Literal["error", "drop", "keep"] = "error"  # documents without labels (open_dataset)
     keep_state: bool = False  # keep the resumable training state (optimiser, SWA, RNG) once the run finished
+    report_to: tuple[str, ...] = ()  # experiment trackers fed from the history stream (engine.reporters)
 
     def __post_init__(self) -> None:
         validate(self, key=flag_name)
@@ -106,6 +108,7 @@ def check_user_options(entry: ModelEntry, opts: RunOptions) -> None:
         raise UserError("--resume continues the run in --out and --force starts it over: choose one")
     if opts.init_from and not Path(opts.init_from).exists():
         raise UserError(f"--init-from {opts.init_from}: no such file or run folder")
+    reporters.check_available([reporters.REPORTERS.canonical(n) for n in opts.report_to])
 
 
 def default_run_dir(opts: RunOptions, config: Any) -> Path:
@@ -209,12 +212,30 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
                       timer: rec.StageTimer, started: str, distill: Any = None,
                       log=print) -> dict[str, Any]:
     main = dist.is_main()
-    train, select, select_name = splits
     _seed_everything(opts.seed)
     model: Model = entry.cls(config, ds)  # loads the encoder: its checks come before any file is written
     log(start_summary(opts, entry, ds, config, model, splits))
     if main and not (run_dir / rec.CONFIG).is_file():  # a resumed run keeps the record of how it started
         write_json(run_dir / rec.CONFIG, identity)
+    tracker = reporters.open_reporters(opts.report_to if main else (), run_dir, _tracked_facts(opts, ds, config))
+    try:
+        return _fit_and_evaluate(opts, entry, ds, config, model, splits, run_dir, timer, started, distill, log,
+                                 tracker)
+    finally:
+        tracker.close()
+
+
+def _tracked_facts(opts: RunOptions, ds: Dataset, config: Any) -> dict[str, Any]:
+    """What a tracker logs as the run's parameters: the options that make the run, and the model config."""
+    return {"model": opts.model, "dataset": ds.name, "seed": opts.seed, "protocol": opts.protocol,
+            "select_on": opts.select_on, **{f"config.{k}": v for k, v in to_dict(config).items()}}
+
+
+def _fit_and_evaluate(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: Any, model: Model,
+                      splits: tuple[Split, Split | None, str], run_dir: Path, timer: rec.StageTimer, started: str,
+                      distill: Any, log, tracker: reporters.Fanout) -> dict[str, Any]:
+    main = dist.is_main()
+    train, select, select_name = splits
     ctx = FitContext(
         dataset=ds,
         train=train,
@@ -226,6 +247,7 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
         resume=opts.resume,
         init_from=Path(opts.init_from) if opts.init_from else None,
         log=log,
+        report=tracker.report,
     )
     facts: dict[str, Any] | None = None
     if distill is not None:  # the transfer set replaces train; the teacher's top-k rides with each batch
@@ -263,6 +285,9 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
     with timer.stage("evaluate"):
         # Coverage too: a test-set figure tables show beside P@k (it needs all rows, so not per document).
         metrics["test"] = evaluate(ids, ds.test.labels, inv_propensity=inv_p, coverage=True)
+    final_step = int((selection or {}).get("steps") or 0)
+    for split, values in metrics.items():
+        tracker.report({"step": final_step, "split": split, "metrics": values})
     shown = "  ".join(f"{k} {metrics['test'][k]:.2f}" for k in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5"))
     log(f"test: {shown}; timing {', '.join(f'{k} {v:.1f} s' for k, v in timer.seconds.items())}")
     record = {
@@ -296,6 +321,7 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
         **diagnostics,
         "timing_s": {k: round(v, 3) for k, v in timer.seconds.items()},
         "peak_rss_mb": round(rec.peak_rss_mb(), 1),
+        "peak_rss_mb_after_stage": dict(timer.peak_rss_mb),
         "code": rec.code_version(),
         "packages": rec.package_versions(),
         "hardware": rec.hardware(),

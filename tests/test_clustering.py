@@ -118,6 +118,37 @@ def test_label_features_match_dense_computation():
     assert got[4].nnz == 0
 
 
+def test_top_k_label_features_keep_each_labels_largest_entries_then_normalise():
+    X = sparse.random(60, 40, density=0.2, format="csr", dtype=np.float32, random_state=3)
+    Y = sparse.random(60, 11, density=0.3, format="csr", random_state=4)
+    Y.data[:] = 1.0
+    X_dense, Y_dense = X.toarray().astype(np.float64), (Y.toarray() != 0).astype(np.float64)
+    X_unit = X_dense / np.maximum(np.linalg.norm(X_dense, axis=1, keepdims=True), 1e-30)
+    sums = Y_dense.T @ X_unit
+    k = 4
+    expected = np.zeros_like(sums)
+    for row in range(sums.shape[0]):  # by hand: the k largest sums, the smaller word id first on ties
+        cols = np.flatnonzero(sums[row])
+        top = cols[np.lexsort((cols, -sums[row, cols]))][:k]
+        expected[row, top] = sums[row, top] / np.linalg.norm(sums[row, top])
+    for block in (1, 3, 100):  # computed a few labels at a time: the same answer
+        got = label_features(X, Y, top_k=k, block_labels=block)
+        assert got.has_sorted_indices and np.diff(got.indptr).max() == k
+        np.testing.assert_allclose(got.toarray(), expected, rtol=1e-5, atol=1e-6)
+    # k at least every row's length: the exact features
+    exact = label_features(X, Y)
+    np.testing.assert_array_equal(label_features(X, Y, top_k=40, block_labels=5).toarray(), exact.toarray())
+
+
+def test_top_k_breaks_ties_by_the_smaller_word_id():
+    row = np.ones(300, dtype=np.float32)
+    row[::7] = 0.5  # 300 words, most of them tied (long enough for an unstable sort to reorder them)
+    X = sparse.csr_matrix(np.stack([row, np.zeros_like(row)]))
+    Y = sparse.csr_matrix(np.array([[1], [1]]))
+    got = label_features(X, Y, top_k=20)
+    assert got.indices.tolist() == [i for i in range(300) if i % 7][:20]
+
+
 def test_label_features_rejects_mismatched_rows():
     with pytest.raises(UserError, match="one label row per document"):
         label_features(sparse.csr_matrix((3, 2)), sparse.csr_matrix((4, 2)))

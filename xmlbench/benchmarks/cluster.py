@@ -71,19 +71,23 @@ def bench_cluster(
 
 
 def bench_cluster_dataset(dataset: str = "synth-amazon670k", leaf_size: int = 100, seed: int = 0,
-                          max_features: int = 200_000) -> dict[str, Any]:
+                          max_features: int = 200_000, top_k: int | None = None) -> dict[str, Any]:
     """``xmlbench bench cluster DATASET``: LightXML's label features from the training texts (TF-IDF,
-    normalize(Y^T X)), then the clustering benchmark on them, with the time of each step."""
+    normalize(Y^T X), each label's ``top_k`` largest entries with ``--label-top-k``), then the clustering
+    benchmark on them, with the time of each step."""
     from xmlbench.data.dataset import open_dataset
     from xmlbench.data.features import fit_tfidf
     from xmlbench.models.lightxml.clustering import label_features
 
     ds = open_dataset(dataset, progress=True)
     tfidf_seconds, (_, docs) = _time(lambda: fit_tfidf(ds.train, max_features=max_features))
-    feature_seconds, features = _time(lambda: label_features(docs, ds.train.labels))
+    feature_seconds, features = _time(lambda: label_features(docs, ds.train.labels, top_k=top_k))
     docs = None  # the document matrix is not needed for the clustering itself; free it first
+    n_docs = (len(ds.train), len(ds.test))
+    ds = None  # nor are the texts
     report = bench_cluster(features, leaf_size=leaf_size, seed=seed)
-    report.update(dataset=ds.name, tfidf_seconds=tfidf_seconds, label_feature_seconds=feature_seconds)
+    report.update(dataset=dataset, n_train=n_docs[0], n_test=n_docs[1], tfidf_seconds=tfidf_seconds,
+                  label_feature_seconds=feature_seconds, label_feature_top_k=top_k)
     return report
 
 
@@ -303,7 +307,7 @@ if __name__ == "__main__":
 
 
 def _run(options: BenchOptions) -> dict[str, Any]:
-    return bench_cluster_dataset(options.dataset or "synth-amazon670k")
+    return bench_cluster_dataset(options.dataset or "synth-amazon670k", top_k=options.extra.get("label_top_k"))
 
 
 BENCHMARKS.register("cluster", Benchmark(

@@ -13,7 +13,8 @@ from xmlbench.benchmarks import BENCHMARKS, Benchmark
 from xmlbench.runs import record as rec
 
 
-def bench_pipeline(dataset: str = "synth-amazon670k", steps: int = 20, out: str = "") -> dict[str, Any]:
+def bench_pipeline(dataset: str = "synth-amazon670k", steps: int = 20, out: str = "",
+                   label_top_k: int | None = None) -> dict[str, Any]:
     from xmlbench.data.dataset import resolve_dataset_path
     from xmlbench.runs.runner import RunOptions, run
 
@@ -22,6 +23,8 @@ def bench_pipeline(dataset: str = "synth-amazon670k", steps: int = 20, out: str 
     generate_s = time.perf_counter() - t0
     overrides = {"mode": "clustered", "max_steps": steps, "epochs": 1, "eval_every": 0, "max_len": 64,
                  "batch_size": 32, "eval_batch_size": 256, "swa_warmup": -1, "checkpoint_every": 0}
+    if label_top_k is not None:
+        overrides["label_feature_top_k"] = label_top_k
     run_dir = Path(out or f"runs/bench/pipeline-{Path(dataset).name}")
     opts = RunOptions(dataset=dataset, model="lightxml", preset="smoke", out=str(run_dir), overrides=overrides,
                       valid_size=valid_size_for(path), resume=True, progress=True,
@@ -51,5 +54,6 @@ def valid_size_for(folder: Path) -> float:
 
 BENCHMARKS.register("pipeline", Benchmark(
     "pipeline", "the whole clustered pipeline at a real size: time per stage and peak memory",
-    lambda options: bench_pipeline(options.dataset or "synth-amazon670k", steps=options.steps),
+    lambda options: bench_pipeline(options.dataset or "synth-amazon670k", steps=options.steps,
+                                   label_top_k=options.extra.get("label_top_k")),
     default_dataset="synth-amazon670k"))

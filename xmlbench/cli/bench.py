@@ -16,6 +16,8 @@ def add_commands(sub) -> None:
                    help="dataset, for benchmarks that take one (cluster, pipeline: default synth-amazon670k)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--steps", type=int, default=20, help="training steps, for benchmarks that train")
+    p.add_argument("--label-top-k", type=int, default=None, metavar="K",
+                   help="cluster, pipeline: keep each label feature's K largest entries (bounded memory)")
     p.add_argument("--sizes", default="", help="scaling: label counts, e.g. 4k,30k,130k,670k,3m")
     p.add_argument("--components", default="",
                    help="scaling: cluster,metrics,tree-fit,tree-predict,step,predict (default all)")
@@ -29,6 +31,12 @@ def cmd_bench(args) -> int:
     extra = {"sizes": args.sizes, "components": args.components, "timeout_s": args.timeout, "readme": args.readme}
     if args.what != "scaling" and any(extra.values()):
         raise UserError("--sizes, --components, --timeout and --readme are options of 'bench scaling' only")
+    if args.label_top_k is not None:
+        if args.what not in ("cluster", "pipeline"):
+            raise UserError("--label-top-k is an option of 'bench cluster' and 'bench pipeline' only")
+        if args.label_top_k < 1:
+            raise UserError(f"--label-top-k {args.label_top_k}: must be at least 1")
+        extra["label_top_k"] = args.label_top_k
     result = bench.run(benchmarks.BenchOptions(dataset=args.dataset, steps=args.steps, extra=extra))
     print(json.dumps(result, indent=2) if args.json else bench.format(result))
     return 0

@@ -59,6 +59,9 @@ class LightXMLOptions(NeuralConfig):
     # of train, the documents it holds out included), an error when absent; "auto": that file when present
     clusters: Literal["compute", "published", "auto"] = "compute"
     tfidf_features: Count = 100_000  # vocabulary of the TF-IDF label features used for clustering
+    # keep each label feature's largest entries only (None: all, the original's definition); bounds the
+    # clustering's memory where the exact features do not fit (Amazon-3M's shape: clustering.label_features)
+    label_feature_top_k: Count | None = None
     variants: Annotated[tuple[str, ...], Rule(V.unknown_variants)] = ()
     # The fair default recipe (issue 14; chosen on validation splits of small real data, see README
     # "Recipe"). The original: head_lr -1 (one lr), head_norm "none", bias_init "zero".
@@ -444,11 +447,13 @@ def cluster_labels_for(ctx: FitContext, cfg: LightXMLConfig) -> tuple[np.ndarray
 
     split_key = _split_key(ctx)
     key = f"{split_key}-seed{cfg.cluster_seed}-leaf{cfg.leaf_size}"
+    if cfg.label_feature_top_k is not None:  # other features, another tree (the exact key stays as it was)
+        key += f"-top{cfg.label_feature_top_k}"
 
     def compute() -> list[np.ndarray]:
         ctx.log(f"clustering {ctx.dataset.n_labels:,} labels (leaf size {cfg.leaf_size}, seed {cfg.cluster_seed})")
         _, X = fit_tfidf(ctx.train, max_features=cfg.tfidf_features, empty_feature=True)  # see features.py
-        feats = label_features(X, ctx.train.labels)
+        feats = label_features(X, ctx.train.labels, top_k=cfg.label_feature_top_k)
         return balanced_clusters(feats, leaf_size=cfg.leaf_size, seed=cfg.cluster_seed, progress=ctx.progress)
 
     leaves = cached_clusters(cache_dir() / "clusters", key, compute)

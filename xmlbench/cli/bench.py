@@ -18,6 +18,8 @@ def add_commands(sub) -> None:
     p.add_argument("--steps", type=int, default=20, help="training steps, for benchmarks that train")
     p.add_argument("--label-top-k", type=int, default=None, metavar="K",
                    help="cluster, pipeline: keep each label feature's K largest entries (bounded memory)")
+    p.add_argument("--test-docs", type=int, default=None, metavar="N",
+                   help="pipeline: predict and evaluate only the first N test documents")
     p.add_argument("--sizes", default="", help="scaling: label counts, e.g. 4k,30k,130k,670k,3m")
     p.add_argument("--components", default="",
                    help="scaling: cluster,metrics,tree-fit,tree-predict,step,predict (default all)")
@@ -37,6 +39,10 @@ def cmd_bench(args) -> int:
         if args.label_top_k < 1:
             raise UserError(f"--label-top-k {args.label_top_k}: must be at least 1")
         extra["label_top_k"] = args.label_top_k
+    if args.test_docs is not None:
+        if args.what != "pipeline":
+            raise UserError("--test-docs is an option of 'bench pipeline' only")
+        extra["test_docs"] = args.test_docs
     result = bench.run(benchmarks.BenchOptions(dataset=args.dataset, steps=args.steps, extra=extra))
     print(json.dumps(result, indent=2) if args.json else bench.format(result))
     return 0

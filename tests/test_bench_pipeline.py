@@ -1,0 +1,24 @@
+"""``xmlbench bench pipeline``: the whole clustered pipeline, and its --test-docs subset of the test split."""
+
+from __future__ import annotations
+
+import pytest
+
+from xmlbench.benchmarks.pipeline import bench_pipeline, first_test_documents
+from xmlbench.errors import UserError
+
+
+def test_first_test_documents_links_train_and_cuts_test(tiny_dataset, tmp_path):
+    out = first_test_documents(tiny_dataset, 7, tmp_path / "subset")
+    assert (out / "train_texts.txt").is_symlink()
+    assert (out / "train_texts.txt").read_text() == (tiny_dataset / "train_texts.txt").read_text()
+    for name in ("test_texts.txt", "test_labels.txt"):
+        assert (out / name).read_text().splitlines() == (tiny_dataset / name).read_text().splitlines()[:7]
+    with pytest.raises(UserError, match="--test-docs 0: must be at least 1"):
+        first_test_documents(tiny_dataset, 0, tmp_path / "none")
+
+
+def test_pipeline_with_a_test_subset_and_top_k_label_features(tiny_dataset, tmp_path):
+    report = bench_pipeline(str(tiny_dataset), steps=2, out=str(tmp_path / "run"), label_top_k=16, test_docs=9)
+    assert report["test_docs"] == 9 and report["steps"] == 2 and report["label_feature_top_k"] == 16
+    assert report["stages_s"]["predict_test"] > 0 and report["peak_rss_gb"] > 0

@@ -326,13 +326,14 @@ def markdown_table(rows: list[dict[str, Any]], slopes: dict[str, dict[str, float
     return "\n".join(lines)
 
 
-def write_readme_block(readme: Path, text: str) -> None:
-    """Replace what lies between the README's scaling markers (UserError if they are missing)."""
+def write_readme_block(readme: Path, text: str, begin_marker: str = README_BEGIN,
+                       end_marker: str = README_END) -> None:
+    """Replace what lies between the README's markers (UserError if they are missing)."""
     content = readme.read_text(encoding="utf-8")
-    begin, end = content.find(README_BEGIN), content.find(README_END)
+    begin, end = content.find(begin_marker), content.find(end_marker)
     if begin < 0 or end < begin:
-        raise UserError(f"{readme} has no block between {README_BEGIN!r} and {README_END!r}")
-    new = content[:begin + len(README_BEGIN)] + "\n" + text.rstrip() + "\n" + content[end:]
+        raise UserError(f"{readme} has no block between {begin_marker!r} and {end_marker!r}")
+    new = content[:begin + len(begin_marker)] + "\n" + text.rstrip() + "\n" + content[end:]
     readme.write_text(new, encoding="utf-8")
 
 

@@ -13,7 +13,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("bench", help=f"benchmarks: {', '.join(known)} (xmlbench list benchmarks)")
     p.add_argument("what", choices=known, metavar="NAME", help=", ".join(known))
     p.add_argument("dataset", nargs="?", default="",
-                   help="dataset, for benchmarks that take one (cluster, pipeline: default synth-amazon670k)")
+                   help="dataset, for benchmarks that take one (cluster, pipeline, tree-memory: default "
+                        "synth-amazon670k)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--steps", type=int, default=20, help="training steps, for benchmarks that train")
     p.add_argument("--label-top-k", type=int, default=None, metavar="K",
@@ -22,17 +23,24 @@ def add_commands(sub) -> None:
                    help="pipeline: predict and evaluate only the first N test documents")
     p.add_argument("--sizes", default="", help="scaling: label counts, e.g. 4k,30k,130k,670k,3m")
     p.add_argument("--components", default="",
-                   help="scaling: cluster,metrics,tree-fit,tree-predict,step,predict (default all)")
-    p.add_argument("--timeout", type=float, default=0.0, help="scaling: seconds per point (default 1800)")
-    p.add_argument("--readme", action="store_true", help="scaling: rewrite the README's scaling block (alone: from the CSV, measuring nothing)")
+                   help="scaling: cluster,metrics,tree-fit,tree-predict,step,predict (default all); "
+                        "tree-memory: parallel3,serial3,serial1,serial1-100k (default all)")
+    p.add_argument("--timeout", type=float, default=0.0,
+                   help="scaling: seconds per point (default 1800); tree-memory: per run (default 4 h)")
+    p.add_argument("--readme", action="store_true",
+                   help="scaling, tree-memory: rewrite the README's block (scaling alone: from the CSV, measuring "
+                        "nothing)")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
     bench = benchmarks.get(args.what)
     extra = {"sizes": args.sizes, "components": args.components, "timeout_s": args.timeout, "readme": args.readme}
-    if args.what != "scaling" and any(extra.values()):
-        raise UserError("--sizes, --components, --timeout and --readme are options of 'bench scaling' only")
+    if args.what == "tree-memory" and args.sizes:
+        raise UserError("--sizes is an option of 'bench scaling' only")
+    if args.what not in ("scaling", "tree-memory") and any(extra.values()):
+        raise UserError("--sizes, --components, --timeout and --readme are options of 'bench scaling' and "
+                        "'bench tree-memory' only")
     if args.label_top_k is not None:
         if args.what not in ("cluster", "pipeline"):
             raise UserError("--label-top-k is an option of 'bench cluster' and 'bench pipeline' only")

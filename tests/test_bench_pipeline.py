@@ -18,7 +18,26 @@ def test_first_test_documents_links_train_and_cuts_test(tiny_dataset, tmp_path):
         first_test_documents(tiny_dataset, 0, tmp_path / "none")
 
 
-def test_pipeline_with_a_test_subset_and_top_k_label_features(tiny_dataset, tmp_path):
+def test_pipeline_with_a_test_subset_and_top_k_label_features(tiny_dataset, tmp_path, monkeypatch):
+    from xmlbench.models.lightxml import clustering
+
+    asked = []
+    real = clustering.label_features
+    monkeypatch.setattr(clustering, "label_features", lambda X, Y, top_k=None: asked.append(top_k) or real(X, Y, top_k))
     report = bench_pipeline(str(tiny_dataset), steps=2, out=str(tmp_path / "run"), label_top_k=16, test_docs=9)
     assert report["test_docs"] == 9 and report["steps"] == 2 and report["label_feature_top_k"] == 16
     assert report["stages_s"]["predict_test"] > 0 and report["peak_rss_gb"] > 0
+    assert asked == [16]  # the clustering used the top-16 features
+    assert report["run_dir"].endswith("run")
+
+
+def test_pipeline_run_folders_differ_by_their_options(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    import xmlbench.runs.runner as runner
+
+    seen = []
+    monkeypatch.setattr(runner, "run", lambda opts: seen.append(opts.out) or (_ for _ in ()).throw(SystemExit))
+    for top_k, docs in ((None, None), (8, None), (8, 5)):
+        with pytest.raises(SystemExit):
+            bench_pipeline(str(tiny_dataset), steps=1, label_top_k=top_k, test_docs=docs)
+    assert seen == ["runs/bench/pipeline-tiny", "runs/bench/pipeline-tiny-top8", "runs/bench/pipeline-tiny-top8-test5"]

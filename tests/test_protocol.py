@@ -529,6 +529,11 @@ def test_one_progress_bar_spans_every_epoch_and_a_resume_starts_it_where_the_run
     monkeypatch.setattr(loop, "_bar", capped.bar)
     _train(Recorder(40), _config("epochs=3", "max_steps=12"), tmp_path / "capped", monkeypatch)
     assert capped.opened == [(12, 0)] and capped.updates == 12
+    # accumulate 3 over 10 batches: steps of 3, 3, 3 and 1 batches per epoch; 5 steps = 4 + 1 (3 batches)
+    accumulating = _BarLog()
+    monkeypatch.setattr(loop, "_bar", accumulating.bar)
+    _train(Recorder(40), _config("epochs=3", "accumulate=3", "max_steps=5"), tmp_path / "acc", monkeypatch)
+    assert accumulating.opened == [(13, 0)] and accumulating.updates == 13
     with monkeypatch.context() as patch:
         kill_after_checkpoint(patch, 13)  # epoch 1, batch 3
         with pytest.raises(Killed):

@@ -64,11 +64,16 @@ def test_a_resumed_run_shows_each_step_once(tiny_dataset, tmp_path, monkeypatch)
 
     from xmlbench.cli import main
 
+    from xmlbench.engine.reporters.tensorboard import TensorBoardReporter
+
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         kill_after_checkpoint(patch, 2)
+        patch.setattr(TensorBoardReporter, "close", lambda self, failed=False: None)  # a SIGKILL closes nothing
         with pytest.raises(Killed):
             main(["train", str(tiny_dataset), "--out", str(out), *ARGS, "--report-to", "tensorboard"])
+    # what the killed session logged up to its checkpoint is on disk (flushed at every checkpoint)
+    assert [s for s, _ in _tensorboard_scalars(out)["train/loss"]] == [1, 2]
     # the killed session logged steps 1-2; as if it also got further before dying, log step 3 by hand
     from torch.utils.tensorboard import SummaryWriter
 

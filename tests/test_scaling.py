@@ -89,7 +89,7 @@ def test_a_point_over_its_time_limit_is_recorded_as_stopped():
     (["bench", "scaling", "--sizes", "5k"], "unknown size 5k"),
     (["bench", "scaling", "--components", "nope"], "unknown component nope"),
     (["bench", "scaling", "--timeout", "-1"], "--timeout must be positive"),
-    (["bench", "metrics", "--sizes", "4k"], "options of 'bench scaling' only"),
+    (["bench", "metrics", "--sizes", "4k"], "options of 'bench scaling' and 'bench tree-memory' only"),
 ])
 def test_command_line_errors_are_one_line(argv, message, capsys):
     from xmlbench.cli import main

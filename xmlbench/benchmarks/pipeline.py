@@ -24,7 +24,11 @@ def bench_pipeline(dataset: str = "synth-amazon670k", steps: int = 20, out: str 
     t0 = time.perf_counter()
     path, _ = resolve_dataset_path(dataset)  # generates a synthetic preset on first use
     generate_s = time.perf_counter() - t0
-    run_dir = Path(out or f"runs/bench/pipeline-{Path(dataset).name}")
+    # the options that make another run are in the folder's name: a changed one starts a new run instead of
+    # being refused as "started with another config"
+    suffix = (f"-top{label_top_k}" if label_top_k is not None else "") + \
+        (f"-test{test_docs}" if test_docs is not None else "")
+    run_dir = Path(out or f"runs/bench/pipeline-{Path(dataset).name}{suffix}")
     if test_docs is not None:
         dataset = str(first_test_documents(path, test_docs, run_dir.with_name(run_dir.name + "-data")))
     overrides = {"mode": "clustered", "max_steps": steps, "epochs": 1, "eval_every": 0, "max_len": 64,
@@ -55,15 +59,21 @@ def first_test_documents(folder: Path, n: int, out: Path) -> Path:
 
     if n < 1:
         raise UserError(f"--test-docs {n}: must be at least 1")
-    stamp = f"{folder.resolve()} {n}"
+    names = ("train_texts.txt", "train_labels.txt", "test_texts.txt", "test_labels.txt")
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"--test-docs: {folder} has no {missing[0]}; it works on text-format folders "
+                        f"({', '.join(names)})")
+    source = [(folder / name).stat() for name in names]
+    stamp = f"{folder.resolve()} {n} " + " ".join(f"{s.st_size}:{s.st_mtime_ns}" for s in source)
     if (out / ".subset").is_file() and (out / ".subset").read_text() == stamp:
         return out
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("train_texts.txt", "train_labels.txt"):
+    for name in names[:2]:
         link = out / name
         link.unlink(missing_ok=True)
         link.symlink_to((folder / name).resolve())
-    for name in ("test_texts.txt", "test_labels.txt"):
+    for name in names[2:]:
         with open(folder / name, encoding="utf-8") as src, open(out / name, "w", encoding="utf-8") as dst:
             for i, line in enumerate(src):
                 if i >= n:

@@ -326,6 +326,15 @@ def markdown_table(rows: list[dict[str, Any]], slopes: dict[str, dict[str, float
     return "\n".join(lines)
 
 
+def readme_text(readme: Path, begin_marker: str = README_BEGIN, end_marker: str = README_END) -> str:
+    """What the README's block holds now (UserError if its markers are missing)."""
+    content = readme.read_text(encoding="utf-8")
+    begin, end = content.find(begin_marker), content.find(end_marker)
+    if begin < 0 or end < begin:
+        raise UserError(f"{readme} has no block between {begin_marker!r} and {end_marker!r}")
+    return content[begin + len(begin_marker):end]
+
+
 def write_readme_block(readme: Path, text: str, begin_marker: str = README_BEGIN,
                        end_marker: str = README_END) -> None:
     """Replace what lies between the README's markers (UserError if they are missing)."""
@@ -374,7 +383,7 @@ def _run(options: BenchOptions) -> dict[str, Any]:
     only_readme = extra.get("readme") and not (extra.get("sizes") or extra.get("components"))
     sizes = parse_sizes(extra.get("sizes") or "4k,30k,130k")
     components = [] if only_readme else parse_components(extra.get("components") or ",".join(COMPONENTS))
-    timeout_s = float(extra.get("timeout_s") or 1800.0)
+    timeout_s = float(extra["timeout_s"]) if extra.get("timeout_s") is not None else 1800.0
     if timeout_s <= 0:
         raise UserError(f"--timeout must be positive, got {timeout_s:g}")
     readme = CHECKOUT_ROOT / "README.md" if extra.get("readme") else None

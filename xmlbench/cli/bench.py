@@ -25,7 +25,7 @@ def add_commands(sub) -> None:
     p.add_argument("--components", default="",
                    help="scaling: cluster,metrics,tree-fit,tree-predict,step,predict (default all); "
                         "tree-memory: parallel3,serial3,serial1,serial1-100k (default all)")
-    p.add_argument("--timeout", type=float, default=0.0,
+    p.add_argument("--timeout", type=float, default=None,
                    help="scaling: seconds per point (default 1800); tree-memory: per run (default 4 h)")
     p.add_argument("--readme", action="store_true",
                    help="scaling, tree-memory: rewrite the README's block (scaling alone: from the CSV, measuring "
@@ -38,7 +38,8 @@ def cmd_bench(args) -> int:
     extra = {"sizes": args.sizes, "components": args.components, "timeout_s": args.timeout, "readme": args.readme}
     if args.what == "tree-memory" and args.sizes:
         raise UserError("--sizes is an option of 'bench scaling' only")
-    if args.what not in ("scaling", "tree-memory") and any(extra.values()):
+    sweep_options = args.sizes or args.components or args.timeout is not None or args.readme
+    if args.what not in ("scaling", "tree-memory") and sweep_options:
         raise UserError("--sizes, --components, --timeout and --readme are options of 'bench scaling' and "
                         "'bench tree-memory' only")
     if args.label_top_k is not None:
@@ -50,6 +51,8 @@ def cmd_bench(args) -> int:
     if args.test_docs is not None:
         if args.what != "pipeline":
             raise UserError("--test-docs is an option of 'bench pipeline' only")
+        if args.test_docs < 1:
+            raise UserError(f"--test-docs {args.test_docs}: must be at least 1")
         extra["test_docs"] = args.test_docs
     result = bench.run(benchmarks.BenchOptions(dataset=args.dataset, steps=args.steps, extra=extra))
     print(json.dumps(result, indent=2) if args.json else bench.format(result))

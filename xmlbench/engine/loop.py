@@ -73,6 +73,7 @@ class Session:
     log: Callable[[str], None] = print
     progress: bool = True
     report: Callable[[dict[str, Any]], None] = lambda event: None  # --report-to trackers (engine.reporters)
+    flush_reports: Callable[[], None] = lambda: None  # with every checkpoint
 
 
 def device_for(cfg) -> torch.device:
@@ -128,7 +129,7 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
     # A resumed run reports its whole training time: the earlier sessions up to their last checkpoint
     # (a killed session's time after it is dropped; that work is redone here) plus this one.
     clock = _TrainClock(state.train_seconds)
-    history = History(run_dir / HISTORY, state.history_bytes, session.report)
+    history = History(run_dir / HISTORY, state.history_bytes, state.step, session)
     stop = state.done
     bar = _bar(planned_batches(model.n_train, cfg), _batches_done(model.n_train, cfg, state),
                session.progress and dist.is_main())  # one bar for the whole run: its ETA is the run's
@@ -186,25 +187,30 @@ class History:
 
     Opened cut back to what the file held at the checkpoint we start from: the lines a killed session wrote
     after that checkpoint are written again by this one, so every step appears exactly once (and a fresh
-    start drops a previous run's lines). Only rank 0 writes it, and only rank 0 reports."""
+    start drops a previous run's lines); the trackers hear ``{"start_step": ...}`` so they can do the same.
+    Only rank 0 writes it, and only rank 0 reports."""
 
-    def __init__(self, path: Path, keep_bytes: int, report: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, path: Path, keep_bytes: int, start_step: int, session: Session) -> None:
         self.main = dist.is_main()
-        self.report = report
+        self.session = session
         if not self.main:
             self.file = open(os.devnull, "w")
             return
         if keep_bytes >= 0 and path.exists() and path.stat().st_size > keep_bytes:
             os.truncate(path, keep_bytes)
         self.file = open(path, "a", encoding="utf-8")
+        session.report({"start_step": start_step})
 
     def write(self, event: dict[str, Any]) -> None:
         self.file.write(json.dumps(event) + "\n")
         if self.main:
-            self.report(event)
+            self.session.report(event)
 
     def flushed_size(self) -> int:
+        """Flushed to disk, the trackers too (called at every checkpoint and selection)."""
         self.file.flush()
+        if self.main:
+            self.session.flush_reports()
         return os.fstat(self.file.fileno()).st_size
 
     def close(self) -> None:
@@ -230,9 +236,15 @@ def planned_steps(n_train: int, cfg) -> int:
 
 
 def planned_batches(n_train: int, cfg) -> int:
-    """Batches of the whole run (the progress bar's total): every epoch's, or up to ``max_steps``."""
-    batches = cfg.epochs * -(-n_train // cfg.batch_size)
-    return min(batches, cfg.max_steps * cfg.accumulate) if cfg.max_steps else batches
+    """Batches of the whole run (the progress bar's total): every epoch's, or up to ``max_steps`` (an epoch
+    ends with a short step when its batches are not a multiple of ``accumulate``)."""
+    per_epoch = -(-n_train // cfg.batch_size)
+    total = cfg.epochs * per_epoch
+    if not cfg.max_steps:
+        return total
+    steps_per_epoch = -(-per_epoch // cfg.accumulate)
+    full_epochs, left = divmod(cfg.max_steps, steps_per_epoch)
+    return min(total, full_epochs * per_epoch + min(left * cfg.accumulate, per_epoch))
 
 
 def _batches_done(n_train: int, cfg, state: TrainState) -> int:

@@ -45,6 +45,7 @@ class FitContext:
     soft_targets: Any = None
     # --report-to trackers: every history event (engine.reporters); training loops pass it on
     report: Callable[[dict[str, Any]], None] = lambda event: None
+    flush_reports: Callable[[], None] = lambda: None
 
 
 def read_model_meta(folder: Path, name: str, config_cls: type) -> tuple[dict[str, Any], Any]:

@@ -285,7 +285,7 @@ class NeuralModel(Model):
                                    batches_for=batches_for,
                                    extra_state=lambda: {"config": json.dumps(self._config_dict())})
         session = loop.Session(run_dir=ctx.run_dir, seed=ctx.seed, resume=ctx.resume, log=ctx.log,
-                               progress=ctx.progress, report=ctx.report)
+                               progress=ctx.progress, report=ctx.report, flush_reports=ctx.flush_reports)
         t0 = time.perf_counter()
         selection = loop.train(trainable, self.config, session)
         selection.pop("optimizer_state")  # not exported: the run folder's checkpoint.pt holds it (--keep-state)

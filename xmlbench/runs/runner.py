@@ -217,12 +217,16 @@ def _train_and_record(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
     log(start_summary(opts, entry, ds, config, model, splits))
     if main and not (run_dir / rec.CONFIG).is_file():  # a resumed run keeps the record of how it started
         write_json(run_dir / rec.CONFIG, identity)
-    tracker = reporters.open_reporters(opts.report_to if main else (), run_dir, _tracked_facts(opts, ds, config))
+    tracker = reporters.open_reporters(opts.report_to if main else (), run_dir, _tracked_facts(opts, ds, config),
+                                       warn=log)
     try:
-        return _fit_and_evaluate(opts, entry, ds, config, model, splits, run_dir, timer, started, distill, log,
-                                 tracker)
-    finally:
-        tracker.close()
+        record = _fit_and_evaluate(opts, entry, ds, config, model, splits, run_dir, timer, started, distill, log,
+                                   tracker)
+    except BaseException:
+        tracker.close(failed=True)
+        raise
+    tracker.close()
+    return record
 
 
 def _tracked_facts(opts: RunOptions, ds: Dataset, config: Any) -> dict[str, Any]:
@@ -248,6 +252,7 @@ def _fit_and_evaluate(opts: RunOptions, entry: ModelEntry, ds: Dataset, config: 
         init_from=Path(opts.init_from) if opts.init_from else None,
         log=log,
         report=tracker.report,
+        flush_reports=tracker.flush,
     )
     facts: dict[str, Any] | None = None
     if distill is not None:  # the transfer set replaces train; the teacher's top-k rides with each batch

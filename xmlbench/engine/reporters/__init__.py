@@ -2,8 +2,10 @@
 
 Every line the training loop writes to ``history.jsonl`` is also handed to the reporters as an event
 (``{"step", "epoch", "loss"}`` after an optimiser step, ``{"step", "split", "metrics"}`` after a selection),
-and the runner adds the final ``valid``/``test`` metrics. A reporter turns an event into scalars with
-:func:`scalars` and writes them with its library. One file per tracker and one registration here.
+and the runner adds the final ``valid``/``test`` metrics. A training session first reports
+``{"start_step": N}``, the optimiser step it starts after (0, or the checkpoint it resumed from). A reporter
+turns an event into scalars with :func:`scalars` and writes them with its library; ``flush`` comes with every
+checkpoint, so a kill loses no more than ``history.jsonl`` does. One file per tracker, one registration here.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from xmlbench.registry import Registry
 class Reporter(Protocol):
     def report(self, event: dict[str, Any]) -> None: ...
 
-    def close(self) -> None: ...
+    def flush(self) -> None: ...
+
+    def close(self, failed: bool = False) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -61,23 +65,38 @@ def check_available(names: Iterable[str]) -> None:
 
 
 class Fanout:
-    """Every open reporter gets every event; a run without ``--report-to`` has none."""
+    """Every open reporter gets every event; a run without ``--report-to`` has none. A tracker that fails
+    mid-run (a server gone, a full disk) is dropped with one warning: hours of training are not lost to it,
+    and history.jsonl still holds everything."""
 
-    def __init__(self, reporters: list[Reporter]) -> None:
+    def __init__(self, reporters: list[tuple[str, Reporter]], warn: Callable[[str], None] = print) -> None:
         self.reporters = reporters
+        self.warn = warn
+
+    def _each(self, call: Callable[[Reporter], None]) -> None:
+        for name, r in list(self.reporters):
+            try:
+                call(r)
+            except Exception as e:  # noqa: BLE001 - a tracker's own failure must not end the run
+                self.reporters.remove((name, r))
+                first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                self.warn(f"warning: --report-to {name} failed ({first_line}); it gets nothing more from this "
+                          "run (history.jsonl has everything)")
 
     def report(self, event: dict[str, Any]) -> None:
-        for r in self.reporters:
-            r.report(event)
+        self._each(lambda r: r.report(event))
 
-    def close(self) -> None:
-        for r in self.reporters:
-            r.close()
+    def flush(self) -> None:
+        self._each(lambda r: r.flush())
+
+    def close(self, failed: bool = False) -> None:
+        self._each(lambda r: r.close(failed))
 
 
-def open_reporters(names: Iterable[str], run_dir: Path, facts: dict[str, Any]) -> Fanout:
+def open_reporters(names: Iterable[str], run_dir: Path, facts: dict[str, Any],
+                   warn: Callable[[str], None] = print) -> Fanout:
     check_available(names)
-    return Fanout([REPORTERS.get(n).open(run_dir, facts) for n in names])
+    return Fanout([(n, REPORTERS.get(n).open(run_dir, facts)) for n in names], warn)
 
 
 def _register() -> None:

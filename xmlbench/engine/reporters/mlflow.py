@@ -36,8 +36,10 @@ class MlflowReporter:
 
     def _run_id(self, run_dir: Path, facts: dict[str, Any]) -> str:
         saved = run_dir / RUN_ID_FILE
-        if saved.is_file():
-            return saved.read_text().strip()
+        if saved.is_file():  # a resumed run: the same MLflow run, which must exist in this store
+            run_id = saved.read_text().strip()
+            self.client.get_run(run_id)
+            return run_id
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "xmlbench")
         experiment = self.client.get_experiment_by_name(name)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
@@ -56,8 +58,11 @@ class MlflowReporter:
             # MLflow keys allow '/', not '@': P@5 becomes P_at_5
             self.client.log_metric(self.run_id, key.replace("@", "_at_"), value, step=step)
 
-    def close(self) -> None:
-        self.client.set_terminated(self.run_id)
+    def flush(self) -> None:
+        pass  # every log_metric call is sent at once
+
+    def close(self, failed: bool = False) -> None:
+        self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
 
 
 def _available() -> bool:

@@ -20,25 +20,35 @@ class TensorBoardReporter:
     def report(self, event: dict[str, Any]) -> None:
         from xmlbench.engine.reporters import scalars
 
+        if "start_step" in event:
+            self._open(int(event["start_step"]))
+            return
         values = scalars(event)
         if not values:
             return
+        if self.writer is None:  # no training session (a model without a loop): nothing to purge
+            self._open(0)
         step = int(event.get("step", 0))
-        if self.writer is None:
-            self.writer = self._open(first_step=step)
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, global_step=step)
 
-    def _open(self, first_step: int):
+    def _open(self, start_step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step: TensorBoard drops what earlier event files hold from this step on, so the steps a
-        # killed session logged after its last checkpoint (and now redoes) are shown once, as history.jsonl
-        writer = SummaryWriter(log_dir=str(self.folder), purge_step=first_step)
-        writer.add_text("run", "```\n" + json.dumps(self.facts, indent=1, default=str) + "\n```", global_step=0)
-        return writer
+        if self.writer is not None:
+            self.writer.close()
+        # purge_step: TensorBoard drops what earlier event files hold after the checkpoint this session
+        # starts from, so the steps a killed session logged after it (and now redoes) are shown once, as in
+        # history.jsonl; a fresh start (0) purges from step 1 (what a run started over left behind)
+        self.writer = SummaryWriter(log_dir=str(self.folder), purge_step=start_step + 1)
+        self.writer.add_text("run", "```\n" + json.dumps(self.facts, indent=1, default=str) + "\n```",
+                             global_step=start_step)
 
-    def close(self) -> None:
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self, failed: bool = False) -> None:
         if self.writer is not None:
             self.writer.close()
 

@@ -126,3 +126,39 @@ def test_mlflow_gets_the_history_and_the_final_metrics(tiny_dataset, tmp_path, m
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test/P_at_5"] == pytest.approx(record["metrics"]["test"]["P@5"])
     assert run.data.params["model"] == "lightxml"
+
+
+def test_a_tracker_that_fails_mid_run_is_dropped_with_one_warning():
+    from xmlbench.engine.reporters import Fanout
+
+    class Broken:
+        def report(self, event):
+            raise ConnectionError("server gone\nmore detail")
+
+        def flush(self):
+            pass
+
+        def close(self, failed=False):
+            pass
+
+    class Kept:
+        def __init__(self):
+            self.events, self.closed = [], None
+
+        def report(self, event):
+            self.events.append(event)
+
+        def flush(self):
+            pass
+
+        def close(self, failed=False):
+            self.closed = failed
+
+    kept, warnings = Kept(), []
+    fan = Fanout([("mlflow", Broken()), ("tensorboard", kept)], warn=warnings.append)
+    for step in (1, 2):
+        fan.report({"step": step, "loss": 0.1})
+    fan.close(failed=True)
+    assert warnings == ["warning: --report-to mlflow failed (server gone); it gets nothing more from this run "
+                        "(history.jsonl has everything)"]
+    assert [e["step"] for e in kept.events] == [1, 2] and kept.closed is True

@@ -41,3 +41,19 @@ def test_pipeline_run_folders_differ_by_their_options(tiny_dataset, tmp_path, mo
         with pytest.raises(SystemExit):
             bench_pipeline(str(tiny_dataset), steps=1, label_top_k=top_k, test_docs=docs)
     assert seen == ["runs/bench/pipeline-tiny", "runs/bench/pipeline-tiny-top8", "runs/bench/pipeline-tiny-top8-test5"]
+
+
+def test_the_readme_block_is_built_from_the_saved_results(tiny_dataset, tmp_path):
+    from xmlbench.benchmarks.pipeline import README_BEGIN, README_END, save_result, write_readme
+
+    report = bench_pipeline(str(tiny_dataset), steps=1, out=str(tmp_path / "pipeline-tiny-test5"), test_docs=5)
+    saved = save_result(report, tmp_path / "results")
+    assert saved.name == "tiny-test5.json"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{README_BEGIN}\nold\n{README_END}\nafter\n")
+    write_readme(readme, tmp_path / "results")
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("before\n") and text.endswith("after\n")
+    row = [line for line in text.splitlines() if line.startswith("| tiny |")]
+    assert len(row) == 1 and f"| {report['dataset']['n_train']:,} / 5 |" in row[0]
+    assert f"| {report['peak_rss_gb']:.2f} |" in row[0]

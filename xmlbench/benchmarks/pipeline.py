@@ -5,6 +5,7 @@ resident memory (target on 2 cores / 24 GB: under 12 GB, no stage slower than li
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ def bench_pipeline(dataset: str = "synth-amazon670k", steps: int = 20, out: str 
     # being refused as "started with another config"
     suffix = (f"-top{label_top_k}" if label_top_k is not None else "") + \
         (f"-test{test_docs}" if test_docs is not None else "")
-    run_dir = Path(out or f"runs/bench/pipeline-{Path(dataset).name}{suffix}")
+    name = Path(dataset).name  # the dataset's, not the --test-docs folder's
+    run_dir = Path(out or f"runs/bench/pipeline-{name}{suffix}")
     if test_docs is not None:
         dataset = str(first_test_documents(path, test_docs, run_dir.with_name(run_dir.name + "-data")))
     overrides = {"mode": "clustered", "max_steps": steps, "epochs": 1, "eval_every": 0, "max_len": 64,
@@ -41,15 +43,57 @@ def bench_pipeline(dataset: str = "synth-amazon670k", steps: int = 20, out: str 
     record = run(opts)
     stages = {"generate_or_find": round(generate_s, 1), **record["timing_s"]}
     return {
+        "name": name,
         "dataset": record["dataset"],
         "steps": steps,
         "test_docs": record["dataset"]["n_test"],
         "label_feature_top_k": record["config"].get("label_feature_top_k"),
         "stages_s": stages,
         "peak_rss_gb": round(rec.peak_rss_mb() / 1024, 2),
+        "peak_rss_gb_after_stage": {k: round(v / 1024, 2) for k, v in
+                                    record.get("peak_rss_mb_after_stage", {}).items()},
         "test_metrics": {k: round(v, 2) for k, v in record["metrics"]["test"].items() if k in ("P@1", "P@5")},
         "run_dir": str(run_dir),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
+
+
+README_BEGIN = "<!-- pipeline:begin (written by: xmlbench bench pipeline DATASET --readme) -->"
+README_END = "<!-- pipeline:end -->"
+STAGES = (("load", "load"), ("fit.prepare", "clustering"), ("fit.tokenise", "tokenise"), ("fit.train", "train"),
+          ("predict_test", "predict test"))
+
+
+def save_result(result: dict[str, Any], results_dir: Path) -> Path:
+    """results/pipeline/<dataset>[-options].json, machine-written; the README block is built from these."""
+    from xmlbench.io import write_json
+
+    path = results_dir / "pipeline" / f"{Path(result['run_dir']).name.removeprefix('pipeline-')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, result)
+    return path
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    head = "| dataset | train / test docs | labels | label top-k | steps | " + \
+        " | ".join(f"{name} (s)" for _, name in STAGES) + " | peak RSS (GB) | load |"
+    lines = [head, "|---|---:|---:|---:|---:|" + "---:|" * len(STAGES) + "---:|---:|"]
+    for r in results:
+        d = r["dataset"]
+        times = " | ".join(f"{r['stages_s'].get(key, 0):.0f}" for key, _ in STAGES)
+        lines.append(f"| {r.get('name', d['name'])} | {d['n_train']:,} / {r['test_docs']:,} | {d['n_labels']:,} | "
+                     f"{r.get('label_feature_top_k') or 'all'} | {r['steps']} | {times} | {r['peak_rss_gb']:.2f} | "
+                     f"{r.get('load_avg_1m', '')} |")
+    return "\n".join(lines)
+
+
+def write_readme(readme: Path, results_dir: Path) -> None:
+    import json
+
+    from xmlbench.benchmarks.scaling import write_readme_block
+
+    results = [json.loads(p.read_text()) for p in sorted((results_dir / "pipeline").glob("*.json"))]
+    write_readme_block(readme, markdown_table(results), README_BEGIN, README_END)
 
 
 def first_test_documents(folder: Path, n: int, out: Path) -> Path:
@@ -94,9 +138,22 @@ def valid_size_for(folder: Path) -> float:
     return 5000.0 if n_train >= 50_000 else 0.1
 
 
+def _run(options) -> dict[str, Any]:
+    from xmlbench.benchmarks.scaling import readme_text
+    from xmlbench.paths import CHECKOUT_ROOT
+
+    readme = CHECKOUT_ROOT / "README.md" if options.extra.get("readme") else None
+    if readme is not None:
+        readme_text(readme, README_BEGIN, README_END)  # its markers are there, before the run rather than after
+    result = bench_pipeline(options.dataset or "synth-amazon670k", steps=options.steps,
+                            label_top_k=options.extra.get("label_top_k"), test_docs=options.extra.get("test_docs"))
+    result["saved"] = str(save_result(result, CHECKOUT_ROOT / "results"))
+    if readme is not None:
+        write_readme(readme, CHECKOUT_ROOT / "results")
+    return result
+
+
 BENCHMARKS.register("pipeline", Benchmark(
     "pipeline", "the whole clustered pipeline at a real size: time per stage and peak memory",
-    lambda options: bench_pipeline(options.dataset or "synth-amazon670k", steps=options.steps,
-                                   label_top_k=options.extra.get("label_top_k"),
-                                   test_docs=options.extra.get("test_docs")),
+    _run,
     default_dataset="synth-amazon670k"))

@@ -28,8 +28,8 @@ def add_commands(sub) -> None:
     p.add_argument("--timeout", type=float, default=None,
                    help="scaling: seconds per point (default 1800); tree-memory: per run (default 4 h)")
     p.add_argument("--readme", action="store_true",
-                   help="scaling, tree-memory: rewrite the README's block (scaling alone: from the CSV, measuring "
-                        "nothing)")
+                   help="scaling, tree-memory, pipeline: rewrite the README's block (scaling alone: from the CSV, "
+                        "measuring nothing)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -38,10 +38,11 @@ def cmd_bench(args) -> int:
     extra = {"sizes": args.sizes, "components": args.components, "timeout_s": args.timeout, "readme": args.readme}
     if args.what == "tree-memory" and args.sizes:
         raise UserError("--sizes is an option of 'bench scaling' only")
-    sweep_options = args.sizes or args.components or args.timeout is not None or args.readme
-    if args.what not in ("scaling", "tree-memory") and sweep_options:
-        raise UserError("--sizes, --components, --timeout and --readme are options of 'bench scaling' and "
+    if args.what not in ("scaling", "tree-memory") and (args.sizes or args.components or args.timeout is not None):
+        raise UserError("--sizes, --components and --timeout are options of 'bench scaling' and "
                         "'bench tree-memory' only")
+    if args.readme and args.what not in ("scaling", "tree-memory", "pipeline"):
+        raise UserError("--readme is an option of 'bench scaling', 'bench tree-memory' and 'bench pipeline' only")
     if args.label_top_k is not None:
         if args.what not in ("cluster", "pipeline"):
             raise UserError("--label-top-k is an option of 'bench cluster' and 'bench pipeline' only")

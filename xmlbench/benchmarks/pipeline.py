@@ -6,6 +6,7 @@ resident memory (target on 2 cores / 24 GB: under 12 GB, no stage slower than li
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def bench_pipeline(dataset: str = "synth-amazon670k", steps: int = 20, out: str 
     if label_top_k is not None:
         overrides["label_feature_top_k"] = label_top_k
     opts = RunOptions(dataset=dataset, model="lightxml", preset="smoke", out=str(run_dir), overrides=overrides,
-                      valid_size=valid_size_for(path), resume=True, progress=True,
+                      valid_size=valid_size_for(path), resume=True, progress=sys.stderr.isatty(),
                       command=f"xmlbench bench pipeline {dataset}")
     record = run(opts)
     stages = {"generate_or_find": round(generate_s, 1), **record["timing_s"]}

@@ -10,7 +10,6 @@ chosen from this table (README "Tree memory").
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 from pathlib import Path
@@ -94,7 +93,7 @@ def markdown_table(rows: list[dict[str, Any]], dataset: str) -> str:
 def bench_tree_memory(dataset: str, configs: list[str], timeout_s: float, readme: Path | None,
                       results_dir: Path = CHECKOUT_ROOT / "results",
                       run_root: Path = CHECKOUT_ROOT / "runs" / "bench") -> dict[str, Any]:
-    from xmlbench.benchmarks.scaling import read_csv, readme_text, write_readme_block
+    from xmlbench.benchmarks.scaling import read_csv, readme_text, write_csv, write_readme_block
 
     name = Path(dataset).name
     if readme is not None:  # before hours of training, not after
@@ -103,21 +102,11 @@ def bench_tree_memory(dataset: str, configs: list[str], timeout_s: float, readme
     rows = {r["config"]: r for r in read_csv(csv_path)}
     for config in configs:
         rows[config] = measure_config(dataset, config, run_root / f"tree-memory-{name}", timeout_s)
-        _write_csv(csv_path, [rows[c] for c in GRID if c in rows])  # after each: a stopped sweep keeps its rows
+        write_csv(csv_path, [rows[c] for c in GRID if c in rows], CSV_FIELDS)  # after each: a stopped sweep keeps its rows
     ordered = [rows[c] for c in GRID if c in rows]
     if readme is not None:
         write_readme_block(readme, markdown_table(ordered, name), README_BEGIN, README_END)
     return {"dataset": name, "rows": ordered, "csv": str(csv_path)}
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    from xmlbench.io import atomic_path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def format_bench(result: dict[str, Any]) -> str:

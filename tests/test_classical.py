@@ -137,3 +137,13 @@ def test_tfidf_state_on_bag_of_words(tiny_bow: Path, tmp_path: Path) -> None:
     assert state.kind == "bow" and X.shape == ds.train.features.shape
     save_tfidf(state, tmp_path / "tfidf")
     assert (transform_tfidf(load_tfidf(tmp_path / "tfidf"), ds.train) != X).nnz == 0
+
+
+def test_tree_options_reach_omikuji() -> None:
+    pytest.importorskip("omikuji")
+    from xmlbench.models.baselines.tree import TreeConfig, hyper_params
+
+    hp = hyper_params(TreeConfig(n_trees=2, trees_in_parallel=True, centroid_threshold=0.1, min_branch_size=50))
+    assert (hp.n_trees, hp.train_trees_1_by_1, hp.min_branch_size) == (2, False, 50)
+    assert hp.centroid_threshold == pytest.approx(0.1)
+    assert hyper_params(TreeConfig()).centroid_threshold == 0.0  # Parabel's default: every centroid entry kept

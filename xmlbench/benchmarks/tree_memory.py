@@ -26,6 +26,8 @@ GRID: dict[str, tuple[str, dict[str, Any]]] = {
     "serial3": ("3 trees, one after another (the default)", {}),
     "serial1": ("1 tree", {"n_trees": 1}),
     "serial1-100k": ("1 tree, 100k TF-IDF features", {"n_trees": 1, "max_features": 100_000}),
+    "serial1-ct0.1": ("1 tree, label-centroid entries below 0.1 pruned", {"n_trees": 1, "centroid_threshold": 0.1}),
+    "serial3-ct0.1": ("3 trees, label-centroid entries below 0.1 pruned", {"centroid_threshold": 0.1}),
 }
 CSV_FIELDS = ("config", "description", "overrides", "peak_rss_gb", "fit_s", "predict_ms_per_doc",
               "model_mb", "P@1", "P@3", "P@5", "n_train", "n_test", "run_dir")

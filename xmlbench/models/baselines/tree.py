@@ -60,6 +60,9 @@ class TreeConfig:
     cluster_k: Annotated[int, Range(2)] | None = None
     max_depth: Count | None = None  # None: the mode's value (20 for parabel, 3 for bonsai)
     min_branch_size: Count = 100  # labels below which a node becomes a leaf
+    # Parabel's pruning of label-centroid entries below this value before the tree is clustered (omikuji's
+    # default 0 keeps them all); the centroids are most of what is resident before the first tree
+    centroid_threshold: Annotated[float, Range(0, 1)] = 0.0
     linear_loss: Literal["hinge", "log"] = "hinge"  # omikuji's "hinge" is liblinear's squared hinge
     linear_c: Positive = 1.0
     linear_eps: Positive = 0.1
@@ -160,6 +163,7 @@ def hyper_params(cfg: TreeConfig):
     hp.cluster_balanced = balanced
     hp.max_depth = cfg.max_depth if cfg.max_depth is not None else depth
     hp.min_branch_size = cfg.min_branch_size
+    hp.centroid_threshold = cfg.centroid_threshold
     loss = omikuji.LossType.HINGE if cfg.linear_loss == "hinge" else omikuji.LossType.LOG
     hp.linear_loss_type = loss.value
     hp.linear_c = cfg.linear_c

@@ -162,3 +162,17 @@ def test_a_tracker_that_fails_mid_run_is_dropped_with_one_warning():
     assert warnings == ["warning: --report-to mlflow failed (server gone); it gets nothing more from this run "
                         "(history.jsonl has everything)"]
     assert [e["step"] for e in kept.events] == [1, 2] and kept.closed is True
+
+
+def test_init_refuses_report_to_and_ablate_does_not_pass_it_to_init(tiny_dataset, tmp_path, capsys):
+    from xmlbench.cli import main
+    from xmlbench.cli.train import options_to_argv
+    from xmlbench.runs.runner import RunOptions
+
+    assert main(["init", str(tiny_dataset), "--out", str(tmp_path / "w.pt"), *ARGS, "--report-to",
+                 "tensorboard"]) == 2
+    assert "--report-to: init trains nothing" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "w.pt").exists()
+    opts = RunOptions(dataset="d", model="lightxml", report_to=("tensorboard",))
+    assert "--report-to" not in options_to_argv(opts, "init")
+    assert options_to_argv(opts, "train")[-2:] == ["--report-to", "tensorboard"]

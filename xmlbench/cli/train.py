@@ -155,7 +155,7 @@ def options_to_argv(opts, command: str = "train") -> list[str]:
         args.append("--keep-state")
     if opts.unlabelled != "error":
         args += ["--unlabelled", opts.unlabelled]
-    if opts.report_to:
+    if opts.report_to and command != "init":  # init trains nothing: it refuses the option
         args += ["--report-to", ",".join(opts.report_to)]
     for key, value in _flatten(to_dict(opts.overrides)):
         if key == "variants":
@@ -228,6 +228,9 @@ def cmd_init(args) -> int:
 
     if not args.out:
         raise UserError("init needs --out FILE (where the initial weights go)")
+    if args.report_to:
+        raise UserError("--report-to: init trains nothing, so it has nothing to report; drop the option "
+                        "(it belongs to the train commands that start from this file)")
     path = save_initial_weights(options_from_args(args), Path(args.out))
     print(path)
     return 0

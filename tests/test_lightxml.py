@@ -170,12 +170,13 @@ def _options(dataset, out, mode, **kw):
     from xmlbench.config import parse_overrides
     from xmlbench.runs.runner import RunOptions
 
-    over = parse_overrides(SMALL + [f"mode={mode}"])
+    mode, _, update = mode.partition("-")  # "clustered-sparse": the lazy label-embedding update
+    over = parse_overrides(SMALL + [f"mode={mode}"] + ([f"label_embedding_update={update}"] if update else []))
     return RunOptions(dataset=str(dataset), model="lightxml", preset="smoke", out=str(out), progress=False,
                       overrides=over, **kw)
 
 
-@pytest.mark.parametrize("mode", ["flat", "clustered"])
+@pytest.mark.parametrize("mode", ["flat", "clustered", "clustered-sparse"])
 def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tiny_dataset, tmp_path, monkeypatch, mode):
     from kill_after_checkpoint import Killed, kill_after_checkpoint
 
@@ -242,7 +243,7 @@ def test_checkpoint_round_trip_without_pickle(tiny_dataset, tmp_path):
     model, _ = load_run_model(tmp_path / "r")  # what `xmlbench predict RUN_DIR` does
     assert model.mode == "clustered" and record["selection"]["split"] == "valid"
     # tables tell flat and clustered apart; the clusters were computed, not the original's published ones
-    assert record["model_details"] == {"mode": "clustered", "clusters": "computed"}
+    assert record["model_details"] == {"mode": "clustered", "clusters": "computed", "label_embedding_update": "dense"}
     from xmlbench.results.compare import system_name
 
     assert system_name(record) == "lightxml (tiny) [clustered]"

@@ -469,7 +469,8 @@ def test_protocol_original_on_a_clustered_dataset_holds_out_and_loads_published_
     assert record["selection"]["split"] == "valid" and "warning" not in record["selection"]
     # 4,000 held out, capped at a tenth of tiny's 300 training documents
     assert record["dataset"]["n_select"] == 30 and record["dataset"]["n_train"] == 270
-    assert record["model_details"] == {"mode": "clustered", "clusters": "label_group0.npy"}
+    assert record["model_details"] == {"mode": "clustered", "clusters": "label_group0.npy",
+                                       "label_embedding_update": "dense"}
 
 
 def test_a_published_cluster_file_cannot_run_code(tmp_path):

@@ -10,7 +10,9 @@ Amazon-670K's 135,909-word vocabulary. The components:
 * ``tree-fit`` / ``tree-predict``: the tree baseline (omikuji, its default config) on random features in
   which every label has signature words, fit on the training-sized split, top-100 for the test split;
 * ``step`` / ``predict``: one clustered LightXML training step and top-100 prediction of one batch, tiny
-  encoder, max_len 128 (per step / per document of the batch).
+  encoder, max_len 128 (per step / per document of the batch);
+* ``step-sparse``: the same step with ``label_embedding_update: sparse`` (the lazy AdamW over the step's
+  candidate rows instead of a dense AdamW step over every label's row).
 
 Each (component, size) runs in a fresh Python process, so its peak resident set (``ru_maxrss``) is its
 own; the parent stops a point that passes ``MAX_RSS_GB`` or ``timeout_s`` and records why. Results go to
@@ -38,7 +40,7 @@ from xmlbench.errors import UserError
 from xmlbench.paths import CHECKOUT_ROOT
 
 SIZES = {"4k": 3_956, "30k": 30_938, "130k": 130_000, "670k": 670_091, "3m": 2_812_281}
-COMPONENTS = ("cluster", "metrics", "tree-fit", "tree-predict", "step", "predict")
+COMPONENTS = ("cluster", "metrics", "tree-fit", "tree-predict", "step", "predict", "step-sparse")
 TRAIN_PER_LABEL = 490_449 / 670_091
 TEST_PER_LABEL = 153_025 / 670_091
 LABELS_PER_DOC = 5.45
@@ -69,9 +71,9 @@ def parse_components(text: str) -> list[str]:
     return [job for job in _JOBS if any(_JOB_OF[c] == job for c in parts)]
 
 
-_JOBS = ("cluster", "metrics", "tree", "step")
+_JOBS = ("cluster", "metrics", "tree", "step", "step-sparse")
 _JOB_OF = {"cluster": "cluster", "metrics": "metrics", "tree-fit": "tree", "tree-predict": "tree",
-           "step": "step", "predict": "step"}
+           "step": "step", "predict": "step", "step-sparse": "step-sparse"}
 
 
 # ------------------------------------------------------------------------------------- one point (child)
@@ -87,6 +89,8 @@ def measure(component: str, n_labels: int) -> list[dict[str, Any]]:
         return _time_tree(n_labels)
     if component == "step":
         return _time_step(n_labels)
+    if component == "step-sparse":
+        return [{**_time_step(n_labels, "sparse")[0], "component": "step-sparse"}]
     raise ValueError(f"unknown component {component!r}")
 
 
@@ -167,12 +171,12 @@ def _time_tree(n_labels: int) -> list[dict[str, Any]]:
             {"component": "tree-predict", "seconds": predict_s / n_test, "unit": "s per document"}]
 
 
-def _time_step(n_labels: int) -> list[dict[str, Any]]:
+def _time_step(n_labels: int, label_update: str = "dense") -> list[dict[str, Any]]:
     from xmlbench.benchmarks.throughput import bench_throughput
 
     batch = 32
     r = bench_throughput(encoder="tiny", max_len=128, mode="clustered", n_labels=n_labels, batch_size=batch,
-                         steps=4, warmup=1, amp="off")
+                         steps=4, warmup=1, amp="off", label_update=label_update)
     return [{"component": "step", "seconds": batch / r["train_docs_per_s"], "unit": "s per step (32 docs)"},
             {"component": "predict", "seconds": 1.0 / r["predict_docs_per_s"], "unit": "s per document"}]
 

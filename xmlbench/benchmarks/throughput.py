@@ -31,12 +31,14 @@ def random_clusters(n_labels: int, leaf_size: int, seed: int = 0) -> tuple[np.nd
 
 def bench_throughput(encoder: str = "bert-base-random", max_len: int = 512, mode: str = "flat",
                      n_labels: int = 3956, batch_size: int = 16, steps: int = 20, warmup: int = 3,
-                     amp: str = "auto", hidden: int = 400, top_b: int = 75, compile: bool = False) -> dict[str, Any]:
+                     amp: str = "auto", hidden: int = 400, top_b: int = 75, compile: bool = False,
+                     label_update: str = "dense") -> dict[str, Any]:
     from xmlbench.encoders import load_encoder
     from xmlbench.engine import loop
-    from xmlbench.models.lightxml.model import LightXMLConfig, LightXMLNet
+    from xmlbench.models.lightxml.model import LightXMLConfig, LightXMLNet, lightxml_param_groups
 
-    cfg = LightXMLConfig(encoder=encoder, max_len=max_len, hidden=hidden, top_b=top_b, amp=amp)
+    cfg = LightXMLConfig(encoder=encoder, max_len=max_len, hidden=hidden, top_b=top_b, amp=amp,
+                         label_embedding_update=label_update)
     device = loop.device_for(cfg)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -44,8 +46,7 @@ def bench_throughput(encoder: str = "bert-base-random", max_len: int = 512, mode
     enc = load_encoder(encoder, seed=0)
     clusters = random_clusters(n_labels, cfg.leaf_size) if mode == "clustered" else None
     net = LightXMLNet(enc.model, enc.hidden_size, enc.cls_position, n_labels, cfg, clusters).to(device)
-    optimizer = loop.make_optimizer(loop.make_param_groups(list(net.named_parameters()), cfg.lr, 0.01), cfg.lr,
-                                    device)
+    optimizer = loop.make_optimizer(lightxml_param_groups(net, cfg), cfg.lr, device)  # as a real run's
     precision = loop.Precision(amp, device)
     gen = torch.Generator().manual_seed(0)
     vocab = enc.model.config.vocab_size
@@ -111,6 +112,7 @@ def bench_throughput(encoder: str = "bert-base-random", max_len: int = 512, mode
         "encoder": encoder,
         "max_len": max_len,
         "mode": mode,
+        "label_update": label_update if mode == "clustered" else None,
         "n_labels": n_labels,
         "batch_size": batch_size,
         "parameters_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 1),
@@ -144,19 +146,18 @@ def sweep(steps: int = 20) -> list[dict[str, Any]]:
     out = []
     for max_len, batch in ((512, 16), (128, 64)):
         out.append(bench_throughput(max_len=max_len, batch_size=batch, mode="flat", n_labels=3956, steps=steps))
-        out.append(bench_throughput(max_len=max_len, batch_size=batch, mode="clustered", n_labels=670091,
-                                    steps=steps))
+        for update in ("dense", "sparse"):
+            out.append(bench_throughput(max_len=max_len, batch_size=batch, mode="clustered", n_labels=670091,
+                                        steps=steps, label_update=update))
     return out
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    keys = ["device", "precision", "max_len", "mode", "n_labels", "batch_size", "parameters_m", "train_docs_per_s",
+    keys = ["device", "precision", "max_len", "mode", "label_update", "n_labels", "batch_size", "parameters_m", "train_docs_per_s",
             "predict_docs_per_s", "peak_gpu_memory_gib", "mfu"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k)) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
-
-
 
 
 BENCHMARKS.register("throughput", Benchmark(

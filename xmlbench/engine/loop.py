@@ -28,6 +28,7 @@ from torch import nn
 from xmlbench.engine import checkpoint as ckpt
 from xmlbench.engine import distributed as dist
 from xmlbench.engine.batches import Batch, chunk, epoch_order
+from xmlbench.engine.optim import make_optimizer
 from xmlbench.engine.swa import SWA
 from xmlbench.errors import UserError
 
@@ -265,13 +266,6 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
 def set_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
     for group, base in zip(optimizer.param_groups, base_lrs):
         group["lr"] = base * factor
-
-
-def make_optimizer(groups: list[dict], lr: float, device: torch.device,
-                   eps: float = 1e-8) -> torch.optim.Optimizer:
-    """AdamW; on a GPU the fused kernel (one launch for all parameters instead of several per tensor).
-    ``eps`` is torch's default; the original's ``transformers.AdamW`` used 1e-6 (``adam_eps``)."""
-    return torch.optim.AdamW(groups, lr=lr, eps=eps, fused=device.type == "cuda")
 
 
 def _selection_due(cfg, state: TrainState, index: int, stepped: bool) -> bool:

@@ -39,6 +39,7 @@ def original_protocol(ds: Dataset, encoder: str) -> dict[str, Any]:
         "bias_init": "zero",
         "warmup_steps": 0,
         "lr_schedule": "constant",
+        "label_embedding_update": "dense",  # one AdamW over every label's row
     }
 
 

@@ -81,6 +81,44 @@ def test_inference_candidates_do_not_see_positives(encoder):
     assert sorted(cands[0].tolist()) == list(range(15))
 
 
+def _insert_missing_positives_by_row(cands, top, positives, label_to_cluster):
+    """The per-row loop the vectorised version replaced: an independent reference."""
+    pos_clusters = label_to_cluster[positives.clamp(min=0)]
+    covered = (pos_clusters.unsqueeze(-1) == top.unsqueeze(1)).any(-1)
+    missing = (positives >= 0) & ~covered
+    cands = cands.clone()
+    member = is_member(cands, positives)
+    for r in range(cands.shape[0]):
+        want = positives[r][missing[r]]
+        slots = torch.nonzero((cands[r] >= 0) & ~member[r]).flatten()
+        n = min(len(want), len(slots))
+        if n:
+            cands[r, slots[len(slots) - n :]] = want[:n]
+    return cands
+
+
+def test_missing_positives_replace_the_last_negatives_as_the_row_loop_did():
+    from xmlbench.models.lightxml.model import _insert_missing_positives
+
+    g = torch.Generator().manual_seed(0)
+    label_to_cluster = torch.arange(40) // 5  # 8 clusters of 5
+    cluster_labels = torch.arange(40).view(8, 5)
+    changed = 0
+    for trial in range(200):
+        b = int(torch.randint(1, 4, (1,), generator=g))
+        top = torch.stack([torch.randperm(8, generator=g)[:b] for _ in range(6)])  # (6, b)
+        cands = cluster_labels[top].flatten(1)
+        cands[:, -2:] = torch.where(torch.rand(6, 2, generator=g) < 0.3, -1, cands[:, -2:])  # padding
+        positives = torch.randint(0, 40, (6, 7), generator=g)
+        positives = torch.where(torch.rand(6, 7, generator=g) < 0.3, -1, positives)
+        positives = torch.sort(positives, dim=1, descending=True).values  # -1 padding last, as batches pad
+        want = _insert_missing_positives_by_row(cands, top, positives, label_to_cluster)
+        got = _insert_missing_positives(cands, top, positives, label_to_cluster)
+        assert torch.equal(got, want), trial
+        changed += int(not torch.equal(want, cands))
+    assert changed > 50  # most trials had positives to force in
+
+
 def _grads(net, loss):
     net.zero_grad(set_to_none=True)
     loss.backward()
@@ -105,6 +143,21 @@ def _losses(net):
     valid = cands >= 0
     loss_d = F.binary_cross_entropy_with_logits(logits[valid], is_member(cands, positives)[valid].float())
     return loss_g, loss_d
+
+
+def test_the_losses_are_the_means_over_real_candidates(encoder):
+    """Ld averages over real candidates only: with -1 padding among them (a row forced to take positives
+    from more clusters than b), the weighted sum equals BCE over logits[valid]."""
+    net = make_net(encoder)
+    net.cluster_labels[:, 4] = -1  # short leaves (4 labels each, padded), as uneven clusterings have
+    ids, mask, positives = batch()
+    doc, state = net.embed(ids, mask)
+    cands, _ = net.candidates(net.generator(doc), positives)
+    assert bool((cands < 0).any())  # padding present, so the mask matters
+    want_g, want_d = _losses(net)
+    got_g, got_d = net.clustered_losses(doc, state, positives)
+    torch.testing.assert_close(got_g, want_g)
+    torch.testing.assert_close(got_d, want_d)
 
 
 def test_gradient_routing_of_the_original(encoder):

@@ -543,3 +543,30 @@ def test_one_progress_bar_spans_every_epoch_and_a_resume_starts_it_where_the_run
     monkeypatch.setattr(loop, "_bar", resumed.bar)
     _train(Recorder(40), _config("epochs=3", "checkpoint_every=1"), tmp_path / "killed", monkeypatch, resume=True)
     assert resumed.opened == [(30, 13)] and resumed.updates == 17
+
+
+# ------------------------------------------------------------------------ losses leave the device in batches
+@pytest.mark.parametrize("every", [1, 4, 32])
+def test_queued_losses_reach_the_history_in_step_order_before_each_selection(every, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "LOSS_SYNC_EVERY", every)
+    recorder = Recorder(40)
+    losses: list[float] = []
+    real_loss = recorder.loss
+
+    def loss(net, batch):
+        out = real_loss(net, batch)
+        losses.append(float(out.detach()))
+        return out
+
+    recorder.loss = loss
+    _train(recorder, _config("eval_every=3"), tmp_path / "r", monkeypatch)
+    events = [json.loads(line) for line in (tmp_path / "r" / loop.HISTORY).read_text().splitlines()]
+    steps = [e for e in events if "loss" in e]
+    assert [e["step"] for e in steps] == list(range(1, 21))
+    assert [e["loss"] for e in steps] == pytest.approx(losses, rel=1e-6)
+    # every selection comes right after the step it followed: steps 3, 6, 9, the epoch end (10), ...
+    order = [e.get("step") if "loss" in e else ("select", e["step"]) for e in events]
+    assert sum(isinstance(e, tuple) for e in order) == 8  # 3 mid-epoch + 1 epoch-end selection per epoch
+    for i, e in enumerate(order):
+        if isinstance(e, tuple):
+            assert order[i - 1] == e[1], order

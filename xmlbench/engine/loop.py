@@ -35,6 +35,8 @@ from xmlbench.errors import UserError
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 HISTORY = "history.jsonl"
+# steps whose losses come back from the device in one copy (History.write_loss): one wait per 32 steps
+LOSS_SYNC_EVERY = 32
 
 
 @dataclass
@@ -153,10 +155,11 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
                 state.step += 1
                 if cfg.swa_count == "steps" and swa.active and state.step % cfg.swa_step == 0:
                     swa.fold(net)
-                docs_s = (bar.format_dict["rate"] or 0) * cfg.batch_size  # global batch
-                bar.set_postfix(epoch=f"{state.epoch + 1}/{cfg.epochs}", loss=f"{loss:.4f}",
-                                docs_s=f"{docs_s:.0f}")
-                history.write({"step": state.step, "epoch": state.epoch, "loss": loss})
+                last = history.write_loss(state.step, state.epoch, loss)
+                if last is not None:  # the losses just came back from the device
+                    docs_s = (bar.format_dict["rate"] or 0) * cfg.batch_size  # global batch
+                    bar.set_postfix(epoch=f"{state.epoch + 1}/{cfg.epochs}", loss=f"{last:.4f}",
+                                    docs_s=f"{docs_s:.0f}")
             if _selection_due(cfg, state, index, stepped):
                 _select(model, net, swa, state, run_dir, cfg, history, log)
                 state.dropout_off = cfg.eval_mode_after_eval
@@ -194,6 +197,7 @@ class History:
     def __init__(self, path: Path, keep_bytes: int, start_step: int, session: Session) -> None:
         self.main = dist.is_main()
         self.session = session
+        self.pending: list[tuple[int, int, torch.Tensor]] = []
         if not self.main:
             self.file = open(os.devnull, "w")
             return
@@ -203,18 +207,41 @@ class History:
         session.report({"start_step": start_step})
 
     def write(self, event: dict[str, Any]) -> None:
+        self._write_losses()  # the steps before this event come before it
+        self._write(event)
+
+    def _write(self, event: dict[str, Any]) -> None:
         self.file.write(json.dumps(event) + "\n")
         if self.main:
             self.session.report(event)
 
+    def write_loss(self, step: int, epoch: int, loss: torch.Tensor) -> float | None:
+        """Queue a step's loss (a device tensor); every ``LOSS_SYNC_EVERY`` steps, and before any other
+        event or a flush, the queued losses come to the host in one copy and are written. Reading each
+        step's loss at once would make the host wait for the device every step. Returns the last loss
+        when it wrote, else None."""
+        self.pending.append((step, epoch, loss))
+        return self._write_losses() if len(self.pending) >= LOSS_SYNC_EVERY else None
+
+    def _write_losses(self) -> float | None:
+        if not self.pending:
+            return None
+        values = torch.stack([loss.float() for _, _, loss in self.pending]).tolist()
+        for (step, epoch, _), value in zip(self.pending, values):
+            self._write({"step": step, "epoch": epoch, "loss": value})
+        self.pending = []
+        return values[-1]
+
     def flushed_size(self) -> int:
         """Flushed to disk, the trackers too (called at every checkpoint and selection)."""
+        self._write_losses()
         self.file.flush()
         if self.main:
             self.session.flush_reports()
         return os.fstat(self.file.fileno()).st_size
 
     def close(self) -> None:
+        self._write_losses()
         self.file.close()
 
 
@@ -306,14 +333,15 @@ def epoch_batches(n_train: int, seed: int, epoch: int, batch_size: int) -> list[
     return chunks
 
 
-def train_step(net: nn.Module, loss_fn, batch: Batch, precision: Precision, accumulate: int) -> float:
+def train_step(net: nn.Module, loss_fn, batch: Batch, precision: Precision, accumulate: int) -> torch.Tensor:
+    """Forward and backward of one batch; its loss stays on the device (``History.write_loss``)."""
     with precision.autocast():
         loss = loss_fn(net, batch) / accumulate
     if precision.scaler is not None:
         precision.scaler.scale(loss).backward()
     else:
         loss.backward()
-    return float(loss.detach()) * accumulate
+    return loss.detach() * accumulate
 
 
 def optimizer_step(net: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision) -> None:

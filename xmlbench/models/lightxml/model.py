@@ -180,9 +180,12 @@ class LightXMLNet(nn.Module):
         cands, top = self.candidates(g, positives)
         cands = self.variants.extend_candidates(cands, top, positives, self.label_to_cluster)  # hook 5
         logits = self.discriminate(doc, state, g, cands)
-        valid = cands >= 0
+        valid = (cands >= 0).to(logits.dtype)
         targets = is_member(cands, positives).to(logits.dtype)
-        loss_d = F.binary_cross_entropy_with_logits(logits[valid], targets[valid])
+        # the mean over real candidates (not -1 padding); a weighted sum rather than logits[valid], whose
+        # size the host would have to wait for
+        per_cand = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        loss_d = (per_cand * valid).sum() / valid.sum().clamp(min=1)
         return loss_g, loss_d
 
     def clustered_topk(self, doc: torch.Tensor, state, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,22 +228,22 @@ def is_member(cands: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
 
 
 def _insert_missing_positives(cands, top, positives, label_to_cluster) -> torch.Tensor:
-    """Positives whose cluster is not among the top-b replace the last negative candidates of their row."""
+    """Positives whose cluster is not among the top-b replace the last negative candidates of their row,
+    in order: the row's last n negative slots get its first n missing positives (n = the fewer of the two).
+    Whole-tensor operations, no per-row loop: nothing here waits for the device."""
     pos_clusters = label_to_cluster[positives.clamp(min=0)]
     covered = (pos_clusters.unsqueeze(-1) == top.unsqueeze(1)).any(-1)  # (B, P)
     missing = (positives >= 0) & ~covered
-    rows = torch.nonzero(missing.any(1)).flatten().tolist()
-    if not rows:
-        return cands
-    cands = cands.clone()
-    member = is_member(cands, positives)
-    for r in rows:  # rare: only documents with more than b positive clusters
-        want = positives[r][missing[r]]
-        slots = torch.nonzero((cands[r] >= 0) & ~member[r]).flatten()
-        n = min(len(want), len(slots))
-        if n:
-            cands[r, slots[len(slots) - n :]] = want[:n]
-    return cands
+    # the missing positives of each row first, in their order (a stable sort of "not missing")
+    order = torch.sort((~missing).to(torch.int8), dim=1, stable=True).indices
+    wanted = positives.gather(1, order)  # (B, P)
+    negative = (cands >= 0) & ~is_member(cands, positives)  # (B, C) slots a positive may take
+    n = torch.minimum(missing.sum(1), negative.sum(1)).unsqueeze(1)  # (B, 1)
+    # slot j's rank among its row's negative slots, counted from the end (0 = the last one)
+    from_end = negative.flip(1).cumsum(1).flip(1) - 1
+    takes = negative & (from_end < n)
+    which = (n - 1 - from_end).clamp(min=0, max=positives.shape[1] - 1)  # which missing positive it gets
+    return torch.where(takes, wanted.gather(1, which), cands)
 
 
 class LightXML(NeuralModel):

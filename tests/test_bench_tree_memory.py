@@ -36,3 +36,19 @@ def test_unknown_config_names_the_known_ones():
     assert parse_configs("") == list(GRID)
     with pytest.raises(UserError, match="unknown tree-memory config serial9; configs: parallel3, serial3"):
         parse_configs("serial1,serial9")
+
+
+def test_the_readme_block_has_one_table_per_dataset_measured(tiny_dataset, tmp_path):
+    import shutil
+
+    from xmlbench.benchmarks.tree_memory import README_BEGIN, README_END
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{README_BEGIN}\nold\n{README_END}\nafter\n")
+    other = tmp_path / "other"
+    shutil.copytree(tiny_dataset, other)
+    bench_tree_memory(str(tiny_dataset), ["serial1"], 600, readme, tmp_path / "results", tmp_path / "runs")
+    bench_tree_memory(str(other), ["serial1"], 600, readme, tmp_path / "results", tmp_path / "runs")
+    text = readme.read_text()
+    assert "Tree baseline on other (" in text and "Tree baseline on tiny (" in text and "old" not in text
+    assert text.startswith("before\n") and text.endswith("after\n")

@@ -147,3 +147,26 @@ def test_tree_options_reach_omikuji() -> None:
     assert (hp.n_trees, hp.train_trees_1_by_1, hp.min_branch_size) == (2, False, 50)
     assert hp.centroid_threshold == pytest.approx(0.1)
     assert hyper_params(TreeConfig()).centroid_threshold == 0.0  # Parabel's default: every centroid entry kept
+
+
+@needs_omikuji
+def test_tree_low_memory_preset_is_the_measured_config(tiny: Path) -> None:
+    from xmlbench.benchmarks.tree_memory import GRID
+    from xmlbench.runs.runner import resolved_config
+
+    config = resolved_config(RunOptions(dataset=str(tiny), model="tree", preset="low-memory"))["model_config"]
+    assert (config["n_trees"], config["centroid_threshold"]) == (1, 0.1)
+    assert {k: config[k] for k in GRID["serial1-ct0.1"][1]} == GRID["serial1-ct0.1"][1]  # the README's row
+    default = resolved_config(RunOptions(dataset=str(tiny), model="tree"))["model_config"]
+    assert (default["n_trees"], default["centroid_threshold"]) == (3, 0.0)
+
+
+@needs_omikuji
+def test_a_many_label_multi_tree_fit_names_the_low_memory_preset(tiny: Path, tmp_path: Path, monkeypatch) -> None:
+    from xmlbench.models.baselines import tree
+
+    monkeypatch.setattr(tree, "MANY_LABELS", 1)
+    run(RunOptions(dataset=str(tiny), model="tree", out=str(tmp_path / "many"), progress=False))
+    assert "--preset low-memory peaked at 5.8 GB" in (tmp_path / "many" / "train.log").read_text()
+    run(RunOptions(dataset=str(tiny), model="tree", preset="low-memory", out=str(tmp_path / "one"), progress=False))
+    assert "--preset low-memory" not in (tmp_path / "one" / "train.log").read_text()

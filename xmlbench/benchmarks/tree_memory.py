@@ -26,7 +26,8 @@ GRID: dict[str, tuple[str, dict[str, Any]]] = {
     "serial3": ("3 trees, one after another (the default)", {}),
     "serial1": ("1 tree", {"n_trees": 1}),
     "serial1-100k": ("1 tree, 100k TF-IDF features", {"n_trees": 1, "max_features": 100_000}),
-    "serial1-ct0.1": ("1 tree, label-centroid entries below 0.1 pruned", {"n_trees": 1, "centroid_threshold": 0.1}),
+    "serial1-ct0.1": ("1 tree, label-centroid entries below 0.1 pruned (`--preset low-memory`)",
+                      {"n_trees": 1, "centroid_threshold": 0.1}),
     "serial3-ct0.1": ("3 trees, label-centroid entries below 0.1 pruned", {"centroid_threshold": 0.1}),
 }
 CSV_FIELDS = ("config", "description", "overrides", "peak_rss_gb", "fit_s", "predict_ms_per_doc",
@@ -106,8 +107,12 @@ def bench_tree_memory(dataset: str, configs: list[str], timeout_s: float, readme
         rows[config] = measure_config(dataset, config, run_root / f"tree-memory-{name}", timeout_s)
         write_csv(csv_path, [rows[c] for c in GRID if c in rows], CSV_FIELDS)  # after each: a stopped sweep keeps its rows
     ordered = [rows[c] for c in GRID if c in rows]
-    if readme is not None:
-        write_readme_block(readme, markdown_table(ordered, name), README_BEGIN, README_END)
+    if readme is not None:  # one table per dataset measured so far
+        tables = []
+        for path in sorted(csv_path.parent.glob("*.csv")):
+            measured = {r["config"]: r for r in read_csv(path)}
+            tables.append(markdown_table([measured[c] for c in GRID if c in measured], path.stem))
+        write_readme_block(readme, "\n\n".join(tables), README_BEGIN, README_END)
     return {"dataset": name, "rows": ordered, "csv": str(csv_path)}
 
 

@@ -74,6 +74,16 @@ class TreeConfig:
     n_threads: Annotated[int, Range(1, 256)] = 2
 
 
+MANY_LABELS = 300_000  # above this, a multi-tree fit says what it will cost and names the low-memory preset
+
+
+def low_memory_preset(ds, encoder: str) -> dict[str, Any]:
+    """One tree, label-centroid entries below 0.1 pruned: on synth-amazon670k 5.8 GB instead of the
+    default's 13.3 GB, and P@1/3/5 within 1 point of it there and on us-congress-bills (README "Tree
+    memory" has both tables)."""
+    return {"n_trees": 1, "centroid_threshold": 0.1}
+
+
 class Tree(Model):
     name = "tree"
 
@@ -98,6 +108,10 @@ class Tree(Model):
         del X  # omikuji re-reads the rows from the file; no need to hold both copies
         params = hyper_params(cfg)
         ctx.log(f"tree: training {cfg.mode} ({cfg.n_trees} trees) with {cfg.n_threads} threads")
+        if self.n_labels > MANY_LABELS and cfg.n_trees > 1 and cfg.centroid_threshold == 0:
+            ctx.log(f"tree: {cfg.n_trees} trees on {self.n_labels:,} labels need a lot of memory (3 trees at "
+                    "Amazon-670K's shape: 13.3 GB); --preset low-memory peaked at 5.8 GB there, P@k within "
+                    "1 point (README: Tree memory)")
         try:
             with quiet_native_output(lambda line: ctx.log(f"omikuji: {line}"), progress_every_s=60):
                 self.forest = omikuji.Model.train_on_data(str(data_path), params, n_threads=cfg.n_threads)

@@ -144,3 +144,20 @@ def test_auto_is_sparse_above_the_threshold_only(monkeypatch):
     groups = lightxml_param_groups(net, net.cfg)
     assert [g["params"] for g in groups if g.get("sparse")] == [[net.label_embedding.weight]]
     assert not _net("dense").label_embedding.sparse
+
+
+def test_sparse_gradients_are_refused_where_they_cannot_go(monkeypatch):
+    from xmlbench.engine import distributed, loop
+    from xmlbench.errors import UserError
+    from xmlbench.models.neural import NeuralConfig
+
+    net = _net("sparse")
+    groups = lightxml_param_groups(net, net.cfg)
+    loop.check_sparse_fits(groups, NeuralConfig())  # one process, no compile: fine
+    with pytest.raises(UserError, match="torch.compile cannot compile a sparse embedding"):
+        loop.check_sparse_fits(groups, NeuralConfig(compile=True))
+    monkeypatch.setattr(distributed, "backend", lambda: "nccl")
+    with pytest.raises(UserError, match="NCCL cannot all-reduce sparse gradients"):
+        loop.check_sparse_fits(groups, NeuralConfig())
+    dense = _net("dense")
+    loop.check_sparse_fits(lightxml_param_groups(dense, dense.cfg), NeuralConfig(compile=True))

@@ -45,6 +45,11 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def backend() -> str | None:
+    """The process group's backend ("nccl", "gloo"), None in a single process."""
+    return dist.get_backend() if world_size() > 1 and dist.is_initialized() else None
+
+
 def local_device(default: torch.device) -> torch.device:
     if default.type == "cuda" and world_size() > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -114,7 +114,9 @@ def train(model: Trainable, cfg, session: Session) -> dict[str, Any]:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     net = model.net.to(device)
-    optimizer = make_optimizer(model.param_groups(net), cfg.lr, device, cfg.adam_eps)
+    groups = model.param_groups(net)
+    check_sparse_fits(groups, cfg)
+    optimizer = make_optimizer(groups, cfg.lr, device, cfg.adam_eps)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     total_steps = planned_steps(model.n_train, cfg)
     trained = dist.wrap(net, device)  # DistributedDataParallel under torchrun, else the net itself
@@ -293,6 +295,20 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
 def set_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
     for group, base in zip(optimizer.param_groups, base_lrs):
         group["lr"] = base * factor
+
+
+def check_sparse_fits(groups: list[dict], cfg) -> None:
+    """Parameters with sparse gradients (a sparsely updated label embedding) under what cannot take them:
+    inductor has no sparse embedding, and NCCL no all-reduce of sparse tensors (gloo has one)."""
+    if not any(g.get("sparse") for g in groups):
+        return
+    if cfg.compile:
+        raise UserError("config key 'compile' is true, but torch.compile cannot compile a sparse embedding "
+                        "(label_embedding_update is sparse here): set compile=false or "
+                        "label_embedding_update=dense")
+    if dist.backend() == "nccl":
+        raise UserError("label_embedding_update is sparse here, but NCCL cannot all-reduce sparse gradients: "
+                        "set label_embedding_update=dense for multi-GPU runs")
 
 
 def _selection_due(cfg, state: TrainState, index: int, stepped: bool) -> bool:

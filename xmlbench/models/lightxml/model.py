@@ -180,11 +180,11 @@ class LightXMLNet(nn.Module):
         cands, top = self.candidates(g, positives)
         cands = self.variants.extend_candidates(cands, top, positives, self.label_to_cluster)  # hook 5
         logits = self.discriminate(doc, state, g, cands)
-        valid = (cands >= 0).to(logits.dtype)
+        valid = cands >= 0  # bool: its count stays an integer (in fp16 a count above 65,504 is inf)
         targets = is_member(cands, positives).to(logits.dtype)
         # the mean over real candidates (not -1 padding); a weighted sum rather than logits[valid], whose
         # size the host would have to wait for
-        per_cand = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        per_cand = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").float()
         loss_d = (per_cand * valid).sum() / valid.sum().clamp(min=1)
         return loss_g, loss_d
 

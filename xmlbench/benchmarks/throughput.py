@@ -153,8 +153,8 @@ def sweep(steps: int = 20) -> list[dict[str, Any]]:
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    keys = ["device", "precision", "max_len", "mode", "label_update", "n_labels", "batch_size", "parameters_m", "train_docs_per_s",
-            "predict_docs_per_s", "peak_gpu_memory_gib", "mfu"]
+    keys = ["device", "precision", "max_len", "mode", "label_update", "n_labels", "batch_size", "parameters_m",
+            "train_docs_per_s", "predict_docs_per_s", "peak_gpu_memory_gib", "mfu"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k)) for k in keys) + " |" for r in rows]
     return "\n".join(lines)

@@ -76,10 +76,6 @@ class OptimizerPair:
     def param_groups(self) -> list[dict[str, Any]]:
         return self.dense.param_groups + self.sparse.param_groups
 
-    @property
-    def state(self):
-        return {**self.dense.state, **self.sparse.state}
-
     def step(self, closure=None):
         loss = self.dense.step(closure)
         self.sparse.step()

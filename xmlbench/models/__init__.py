@@ -10,8 +10,7 @@ from __future__ import annotations
 from xmlbench.models.base import FitContext, Model, ModelEntry
 from xmlbench.models.baselines.label_frequency import LabelFrequency, LabelFrequencyConfig
 from xmlbench.models.baselines.tfidf import TfidfOvr, TfidfOvrConfig
-from xmlbench.models.baselines import tree
-from xmlbench.models.baselines.tree import Tree, TreeConfig
+from xmlbench.models.baselines.tree import Tree, TreeConfig, low_memory_preset
 from xmlbench.registry import Registry
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -93,7 +92,7 @@ MODELS.register(
         config_cls=TreeConfig,
         description="TF-IDF + partitioned label trees (Omikuji: Parabel, or Bonsai with mode=bonsai)",
         requires=("omikuji",),
-        presets={"low-memory": tree.low_memory_preset},
+        presets={"low-memory": low_memory_preset},
     ),
 )
 

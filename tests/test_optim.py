@@ -85,20 +85,22 @@ def test_lazy_adamw_refuses_a_dense_gradient():
         LazyAdamW([p]).step()
 
 
-def _net(update: str) -> LightXMLNet:
+def _net(update: str, leaves=None) -> LightXMLNet:
     from xmlbench.encoders import load_encoder
 
     torch.manual_seed(0)
     enc = load_encoder("tiny", seed=0)
-    leaves = [np.arange(i, i + 5, dtype=np.int32) for i in range(0, 40, 5)]  # 8 clusters of 5
+    if leaves is None:
+        leaves = [np.arange(i, i + 5, dtype=np.int32) for i in range(0, 40, 5)]  # 8 clusters of 5
     cfg = LightXMLConfig(encoder="tiny", hidden=16, top_b=2, dropout=0.0, label_embedding_update=update)
     return LightXMLNet(enc.model, enc.hidden_size, enc.cls_position, 40, cfg, clusters_to_arrays(leaves))
 
 
-def _one_step(net: LightXMLNet):
+def _one_step(net: LightXMLNet, positives=None):
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 20000, (4, 12), generator=g)
-    positives = torch.tensor([[0, 7], [12, -1], [3, 18], [25, 26]])
+    if positives is None:
+        positives = torch.tensor([[0, 7], [12, -1], [3, 18], [25, 26]])
     doc, state = net.embed(ids, torch.ones_like(ids))
     cands, _ = net.candidates(net.generator(doc), positives)
     optimizer = make_optimizer(lightxml_param_groups(net, net.cfg), 1e-3, torch.device("cpu"))
@@ -106,6 +108,7 @@ def _one_step(net: LightXMLNet):
     net(ids, torch.ones_like(ids), positives).backward()
     grad = net.label_embedding.weight.grad
     optimizer.step()
+    net.last_candidates = cands  # with their -1 padding
     return optimizer, grad, before, net.label_embedding.weight.detach(), torch.unique(cands[cands >= 0])
 
 
@@ -120,6 +123,29 @@ def test_sparse_update_moves_exactly_the_candidate_rows_of_the_step():
     assert sparse_groups[0]["lr"] == 1e-3  # the heads' learning rate
     assert all(p is not optimizer.sparse.param_groups[0]["params"][0]
                for g in optimizer.dense.param_groups for p in g["params"])
+
+
+def test_candidate_padding_moves_no_label_row_in_the_sparse_update():
+    # Label 0 alone in a cluster of 1 that no document reaches, labels 1-5 in one of 5 (the padded width),
+    # the rest in clusters of 3, so candidate lists carry -1 padding. Before the spare padding row, padding
+    # read label 0's row: it came into the sparse gradient with zeros, and the lazy AdamW decayed and moved
+    # it in every such step.
+    leaves = [np.array([0]), np.arange(1, 6)] + [np.arange(i, min(i + 3, 40)) for i in range(6, 40, 3)]
+    net = _net("sparse", [leaf.astype(np.int32) for leaf in leaves])
+    with torch.no_grad():  # the generator never picks cluster 0
+        net.generator.bias[0] = -1e4
+    optimizer, grad, before, after, cands = _one_step(net, positives=torch.tensor([[7, 10], [12, -1], [30, 18],
+                                                                                   [25, 26]]))
+    assert 0 not in cands.tolist() and bool((net.last_candidates < 0).any())
+    assert net.label_embedding.weight.shape[0] == 41 and net.label_embedding.padding_idx == 40
+    touched = torch.unique(grad.coalesce().indices()[0])
+    assert torch.equal(touched, cands)  # neither label 0 nor the padding row
+    assert torch.equal(after[0], before[0]) and not bool(after[40].any())
+    assert torch.equal(torch.nonzero((after != before).any(1)).flatten(), cands)
+
+
+def test_sparse_and_dense_tables_start_from_the_same_label_rows():
+    assert torch.equal(_net("sparse").label_embedding.weight[:40], _net("dense").label_embedding.weight)
 
 
 def test_dense_update_moves_every_row_and_stays_one_adamw():

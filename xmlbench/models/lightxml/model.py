@@ -110,8 +110,7 @@ class LightXMLNet(nn.Module):
         n_clusters = cluster_labels.shape[0]
         self.generator = nn.Linear(dim, n_clusters)
         self.bottleneck = nn.Linear(self.variants.discriminator_input_dim(dim), cfg.hidden)
-        self.label_embedding = nn.Embedding(n_labels, cfg.hidden, sparse=sparse_label_update(cfg, n_labels))
-        nn.init.xavier_uniform_(self.label_embedding.weight)
+        self.label_embedding = label_embedding(n_labels, cfg.hidden, sparse_label_update(cfg, n_labels))
 
     @property
     def clustered(self) -> bool:
@@ -162,7 +161,9 @@ class LightXMLNet(nn.Module):
         """(B, C) discriminator logits of the candidates; O(batch x candidates x hidden)."""
         x = self.variants.discriminator_input(doc, state, g)  # hook 3 (doc-rep, classifier)
         z = self.bottleneck(x)  # (B, h)
-        emb = self.label_embedding(cands.clamp(min=0))  # (B, C, h)
+        # sparse: the spare padding row; dense: label 0's row, whose gradient there is zero
+        pad = self.n_labels if self.label_embedding.padding_idx is not None else 0
+        emb = self.label_embedding(cands.masked_fill(cands < 0, pad))  # (B, C, h)
         d = torch.einsum("bch,bh->bc", emb, z)  # (B, C)
         g_of_cand = g.gather(1, self.label_to_cluster[cands.clamp(min=0)])  # (B, C), not detached
         return self.variants.candidate_logits(d, g_of_cand)  # hook 4 (loss-correction)
@@ -426,6 +427,22 @@ def lightxml_param_groups(net: nn.Module, cfg: LightXMLConfig) -> list[dict[str,
     if sparse:
         groups.append({"params": sparse, "weight_decay": cfg.weight_decay, "lr": head_lr, "sparse": True})
     return groups
+
+
+def label_embedding(n_labels: int, hidden: int, sparse: bool) -> nn.Embedding:
+    """The (L, h) label table, Xavier-initialised. Sparse: one more row, zero and never updated, stands in
+    for the candidates' -1 padding. torch leaves a ``padding_idx`` out of the sparse gradient, so padding
+    touches no label's row; padding with label 0 would make the lazy AdamW decay and move row 0 in every
+    step that has padding. Dense keeps the original's table (padding reads row 0 with zero gradient)."""
+    if not sparse:
+        table = nn.Embedding(n_labels, hidden)
+        nn.init.xavier_uniform_(table.weight)
+        return table
+    weight = torch.zeros(n_labels + 1, hidden)
+    # the same random draws as the dense table (nn.Embedding's normal init, then Xavier): the same rows
+    weight[:n_labels].normal_()
+    nn.init.xavier_uniform_(weight[:n_labels])
+    return nn.Embedding(n_labels + 1, hidden, padding_idx=n_labels, sparse=True, _weight=weight)
 
 
 def sparse_label_update(cfg: LightXMLConfig, n_labels: int) -> bool:

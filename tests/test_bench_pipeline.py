@@ -26,6 +26,7 @@ def test_pipeline_with_a_test_subset_and_top_k_label_features(tiny_dataset, tmp_
     monkeypatch.setattr(clustering, "label_features", lambda X, Y, top_k=None: asked.append(top_k) or real(X, Y, top_k))
     report = bench_pipeline(str(tiny_dataset), steps=2, out=str(tmp_path / "run"), label_top_k=16, test_docs=9)
     assert report["test_docs"] == 9 and report["steps"] == 2 and report["label_feature_top_k"] == 16
+    assert report["label_embedding_update"] == "dense"  # auto, far below the sparse threshold
     assert report["stages_s"]["predict_test"] > 0 and report["peak_rss_gb"] > 0
     assert asked == [16]  # the clustering used the top-16 features
     assert report["run_dir"].endswith("run")
@@ -56,4 +57,4 @@ def test_the_readme_block_is_built_from_the_saved_results(tiny_dataset, tmp_path
     assert "old" not in text and text.startswith("before\n") and text.endswith("after\n")
     row = [line for line in text.splitlines() if line.startswith("| tiny |")]
     assert len(row) == 1 and f"| {report['dataset']['n_train']:,} / 5 |" in row[0]
-    assert f"| {report['peak_rss_gb']:.2f} |" in row[0]
+    assert f"| {report['peak_rss_gb']:.2f} |" in row[0] and "| dense | 1 |" in row[0]

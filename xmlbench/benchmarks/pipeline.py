@@ -49,6 +49,7 @@ def bench_pipeline(dataset: str = "synth-amazon670k", steps: int = 20, out: str 
         "steps": steps,
         "test_docs": record["dataset"]["n_test"],
         "label_feature_top_k": record["config"].get("label_feature_top_k"),
+        "label_embedding_update": record.get("model_details", {}).get("label_embedding_update"),
         "stages_s": stages,
         "peak_rss_gb": round(rec.peak_rss_mb() / 1024, 2),
         "peak_rss_gb_after_stage": {k: round(v / 1024, 2) for k, v in
@@ -76,14 +77,15 @@ def save_result(result: dict[str, Any], results_dir: Path) -> Path:
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    head = "| dataset | train / test docs | labels | label top-k | steps | " + \
+    head = "| dataset | train / test docs | labels | label top-k | label update | steps | " + \
         " | ".join(f"{name} (s)" for _, name in STAGES) + " | peak RSS (GB) | load |"
-    lines = [head, "|---|---:|---:|---:|---:|" + "---:|" * len(STAGES) + "---:|---:|"]
+    lines = [head, "|---|---:|---:|---:|---|---:|" + "---:|" * len(STAGES) + "---:|---:|"]
     for r in results:
         d = r["dataset"]
         times = " | ".join(f"{r['stages_s'].get(key, 0):.0f}" for key, _ in STAGES)
         lines.append(f"| {r.get('name', d['name'])} | {d['n_train']:,} / {r['test_docs']:,} | {d['n_labels']:,} | "
-                     f"{r.get('label_feature_top_k') or 'all'} | {r['steps']} | {times} | {r['peak_rss_gb']:.2f} | "
+                     f"{r.get('label_feature_top_k') or 'all'} | {r.get('label_embedding_update') or 'not recorded'} | "
+                     f"{r['steps']} | {times} | {r['peak_rss_gb']:.2f} | "
                      f"{r.get('load_avg_1m', '')} |")
     return "\n".join(lines)
 

@@ -57,6 +57,7 @@ def test_readme_block_is_replaced_between_the_markers_only(tmp_path):
 def test_bad_sizes_and_components_are_user_errors():
     assert scaling.parse_sizes("4k, 3M") == ["4k", "3m"]
     assert scaling.parse_components("metrics,tree-predict,predict") == ["metrics", "tree", "step"]
+    assert scaling.parse_components("tree-lowmem-predict,tree-fit") == ["tree", "tree-lowmem"]
     for bad in ("", "5k", "4k,huge"):
         with pytest.raises(UserError, match="size"):
             scaling.parse_sizes(bad)
@@ -77,6 +78,28 @@ def test_random_bow_rows_are_normalised_and_hold_their_labels_signatures():
 def test_one_metrics_point_in_process():
     (row,) = scaling.measure("metrics", 2_000)
     assert row["component"] == "metrics" and row["seconds"] > 0 and math.isfinite(row["seconds"])
+
+
+@pytest.mark.parametrize("job, trees, threshold, names", [
+    ("tree", 3, 0.0, ["tree-fit", "tree-predict"]),
+    ("tree-lowmem", 1, 0.1, ["tree-lowmem-fit", "tree-lowmem-predict"]),
+])
+def test_tree_points_fit_the_config_their_rows_name(job, trees, threshold, names, monkeypatch):
+    """The low-memory rows must measure `--preset low-memory`'s forest, not the default one under a new name."""
+    pytest.importorskip("omikuji")
+    import omikuji
+
+    seen = []
+    train = omikuji.Model.train_on_data
+
+    def spy(path, hp, n_threads=None):
+        seen.append((hp.n_trees, round(hp.centroid_threshold, 6)))
+        return train(path, hp, n_threads=n_threads)
+
+    monkeypatch.setattr(omikuji.Model, "train_on_data", spy)
+    rows = scaling.measure(job, 300)
+    assert seen == [(trees, threshold)]
+    assert [r["component"] for r in rows] == names and all(r["seconds"] > 0 for r in rows)
 
 
 def test_a_point_over_its_time_limit_is_recorded_as_stopped():

@@ -9,6 +9,8 @@ Amazon-670K's 135,909-word vocabulary. The components:
 * ``metrics``  : ``evaluate`` (every family at k = 1, 3, 5 with propensities) on the test-sized split;
 * ``tree-fit`` / ``tree-predict``: the tree baseline (omikuji, its default config) on random features in
   which every label has signature words, fit on the training-sized split, top-100 for the test split;
+* ``tree-lowmem-fit`` / ``tree-lowmem-predict``: the same with ``--preset low-memory``'s config (one tree,
+  label-centroid entries below 0.1 pruned), the one the README names where the default does not fit;
 * ``step`` / ``predict``: one clustered LightXML training step and top-100 prediction of one batch, tiny
   encoder, max_len 128 (per step / per document of the batch);
 * ``step-sparse``: the same step with ``label_embedding_update: sparse`` (the lazy AdamW over the step's
@@ -40,7 +42,8 @@ from xmlbench.errors import UserError
 from xmlbench.paths import CHECKOUT_ROOT
 
 SIZES = {"4k": 3_956, "30k": 30_938, "130k": 130_000, "670k": 670_091, "3m": 2_812_281}
-COMPONENTS = ("cluster", "metrics", "tree-fit", "tree-predict", "step", "predict", "step-sparse")
+COMPONENTS = ("cluster", "metrics", "tree-fit", "tree-predict", "tree-lowmem-fit", "tree-lowmem-predict", "step",
+              "predict", "step-sparse")
 TRAIN_PER_LABEL = 490_449 / 670_091
 TEST_PER_LABEL = 153_025 / 670_091
 LABELS_PER_DOC = 5.45
@@ -71,9 +74,13 @@ def parse_components(text: str) -> list[str]:
     return [job for job in _JOBS if any(_JOB_OF[c] == job for c in parts)]
 
 
-_JOBS = ("cluster", "metrics", "tree", "step", "step-sparse")
+_JOBS = ("cluster", "metrics", "tree", "tree-lowmem", "step", "step-sparse")
 _JOB_OF = {"cluster": "cluster", "metrics": "metrics", "tree-fit": "tree", "tree-predict": "tree",
+           "tree-lowmem-fit": "tree-lowmem", "tree-lowmem-predict": "tree-lowmem",
            "step": "step", "predict": "step", "step-sparse": "step-sparse"}
+# the rows each child process writes, in order
+_ROWS_OF_JOB = {"tree": ("tree-fit", "tree-predict"), "tree-lowmem": ("tree-lowmem-fit", "tree-lowmem-predict"),
+                "step": ("step", "predict")}
 
 
 # ------------------------------------------------------------------------------------- one point (child)
@@ -87,6 +94,8 @@ def measure(component: str, n_labels: int) -> list[dict[str, Any]]:
         return [_time_metrics(n_labels)]
     if component == "tree":
         return _time_tree(n_labels)
+    if component == "tree-lowmem":
+        return _time_tree(n_labels, low_memory=True)
     if component == "step":
         return _time_step(n_labels)
     if component == "step-sparse":
@@ -137,12 +146,12 @@ def random_bow(rng: np.random.Generator, labels, vocab: int = VOCAB, doc_nnz: in
     return X.tocsr()
 
 
-def _time_tree(n_labels: int) -> list[dict[str, Any]]:
-
+def _time_tree(n_labels: int, low_memory: bool = False) -> list[dict[str, Any]]:
     from xmlbench.benchmarks.metrics import random_truth
     from xmlbench.models.baselines.tree import (
         TreeConfig,
         hyper_params,
+        low_memory_preset,
         predict_forest,
         require_omikuji,
         write_xc_repo_file,
@@ -155,7 +164,8 @@ def _time_tree(n_labels: int) -> list[dict[str, Any]]:
     n_train, n_test = round(TRAIN_PER_LABEL * n_labels), max(1, round(TEST_PER_LABEL * n_labels))
     labels = random_truth(rng, n_train + n_test, n_labels, LABELS_PER_DOC)
     X = random_bow(rng, labels)
-    cfg = TreeConfig()
+    # the preset's own overrides, not a copy of them: the row measures what `--preset low-memory` trains
+    cfg = TreeConfig(**low_memory_preset(None, "")) if low_memory else TreeConfig()
     with tempfile.TemporaryDirectory(prefix="xmlbench-scaling-") as tmp:
         path = Path(tmp) / "train.txt"
         write_xc_repo_file(path, X[:n_train], labels[:n_train], n_labels)
@@ -167,8 +177,9 @@ def _time_tree(n_labels: int) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     predict_forest(forest, X[n_train:], 100, cfg.beam_size)
     predict_s = time.perf_counter() - t0
-    return [{"component": "tree-fit", "seconds": fit_s, "unit": "s per fit"},
-            {"component": "tree-predict", "seconds": predict_s / n_test, "unit": "s per document"}]
+    fit_name, predict_name = _ROWS_OF_JOB["tree-lowmem" if low_memory else "tree"]
+    return [{"component": fit_name, "seconds": fit_s, "unit": "s per fit"},
+            {"component": predict_name, "seconds": predict_s / n_test, "unit": "s per document"}]
 
 
 def _time_step(n_labels: int, label_update: str = "dense") -> list[dict[str, Any]]:
@@ -199,8 +210,7 @@ def run_point(component: str, size: str, timeout_s: float, max_rss_gb: float = M
     status, peak, out, err, returncode = run_child([sys.executable, "-c", code], env, timeout_s, max_rss_gb)
     load = os.getloadavg()[0]
     base = {"size": size, "n_labels": n_labels, "load_avg_1m": round(load, 2)}
-    names = ("tree-fit", "tree-predict") if component == "tree" else \
-        ("step", "predict") if component == "step" else (component,)
+    names = _ROWS_OF_JOB.get(component, (component,))
     if status == "ok" and returncode != 0:
         last = (err.strip().splitlines() or ["no output"])[-1]
         status = f"failed: {last[:160]}"

@@ -23,7 +23,8 @@ def add_commands(sub) -> None:
                    help="pipeline: predict and evaluate only the first N test documents")
     p.add_argument("--sizes", default="", help="scaling: label counts, e.g. 4k,30k,130k,670k,3m")
     p.add_argument("--components", default="",
-                   help="scaling: cluster,metrics,tree-fit,tree-predict,step,predict,step-sparse (default all); "
+                   help="scaling: cluster,metrics,tree-fit,tree-predict,tree-lowmem-fit,tree-lowmem-predict,step,predict,"
+                        "step-sparse (default all); "
                         "tree-memory: parallel3,serial3,serial1,serial1-100k,serial1-ct0.1,serial3-ct0.1 (default all)")
     p.add_argument("--timeout", type=float, default=None,
                    help="scaling: seconds per point (default 1800); tree-memory: per run (default 4 h)")

@@ -9,7 +9,9 @@ matrix multiplies; peak is the accelerator's dense bf16 rate (989 TFLOP/s for an
 
 from __future__ import annotations
 
+import sys
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -88,6 +90,7 @@ def bench_throughput(encoder: str = "bert-base-random", max_len: int = 512, mode
     ids = torch.randint(1000, vocab, (eval_batch, max_len), generator=gen).to(device)
     mask = torch.ones_like(ids)
     t_pred = 0.0
+    top = min(100, n_labels)  # top-100, as predictions are written (fewer on a small label set)
     with torch.no_grad():
         for i in range(warmup + steps // 2):
             sync()
@@ -95,9 +98,9 @@ def bench_throughput(encoder: str = "bert-base-random", max_len: int = 512, mode
             with precision.autocast():
                 doc, state = net.embed(ids, mask)
                 if net.clustered:
-                    net.clustered_topk(doc, state, 100)
+                    net.clustered_topk(doc, state, top)
                 else:
-                    torch.sigmoid(net.flat_logits(doc, state).float()).topk(100, dim=1)
+                    torch.sigmoid(net.flat_logits(doc, state).float()).topk(top, dim=1)
             sync()
             if i >= warmup:
                 t_pred += time.perf_counter() - t0
@@ -141,25 +144,167 @@ def training_flops_per_doc(encoder, seq: int, net, mode: str) -> float:
     return float(flops)
 
 
-def sweep(steps: int = 20) -> list[dict[str, Any]]:
-    """The figures the issues ask for: bert-base-sized encoder, max_len 512 and 128, both heads."""
+@dataclass(frozen=True)
+class Case:
+    """One row of the sweep: a head, a sequence length and a batch, with the recipe it stands for."""
+
+    max_len: int
+    mode: str  # "flat" or "clustered"
+    n_labels: int
+    batch_size: int
+    label_update: str = "dense"
+    hidden: int = 400
+    top_b: int = 75
+    compile: bool = False
+    recipe: str = ""  # a dataset whose original recipe this row trains: its epoch is estimated from the row
+
+
+def recipe_case(dataset: str) -> Case:
+    """The original's bert-base recipe on ``dataset`` (its manifest: labels, max_len, batch, h, b)."""
+    from xmlbench.data.manifest import DATASETS
+
+    info = DATASETS.get(dataset)
+    hp = info.lightxml["bert-base"]
+    return Case(max_len=hp["max_len"], mode="clustered", n_labels=int(info.published["n_labels"]),
+                batch_size=hp["batch_size"], hidden=hp["hidden"], top_b=hp["top_b"], recipe=dataset)
+
+
+def sweep_cases() -> list[Case]:
+    """The figures issue 17 asks for: flat (Eurlex-4K's 3,956 labels) and clustered (Amazon-670K's
+    670,091) heads at max_len 512 and 128, a recipe batch and a larger one that fills more of the device,
+    the sparse label update, one compiled row, and the two big datasets' original recipes."""
+    flat, big = 3_956, 670_091
+    return [
+        Case(512, "flat", flat, 16), Case(512, "flat", flat, 64), Case(512, "flat", flat, 64, compile=True),
+        Case(512, "clustered", big, 16), Case(512, "clustered", big, 64),
+        Case(512, "clustered", big, 64, label_update="sparse"),
+        Case(128, "flat", flat, 64), Case(128, "flat", flat, 256),
+        Case(128, "clustered", big, 64), Case(128, "clustered", big, 256),
+        recipe_case("amazon670k"), recipe_case("wiki500k"),
+    ]
+
+
+def run_case(case: Case, steps: int, encoder: str = "bert-base-random", amp: str = "auto") -> dict[str, Any]:
+    """One row; a case the device has no memory for, or that fails (say, torch.compile on a new device), is
+    recorded as such and the sweep goes on: GPU time is scarce, and one bad row should not cost the rest."""
+    base = {**asdict(case), "status": "ok"}
+    try:
+        row = bench_throughput(encoder=encoder, max_len=case.max_len, mode=case.mode, n_labels=case.n_labels,
+                               batch_size=case.batch_size, steps=steps, amp=amp, hidden=case.hidden,
+                               top_b=case.top_b, compile=case.compile, label_update=case.label_update)
+    except torch.cuda.OutOfMemoryError:
+        row = {"status": "out of memory"}
+    except Exception as exc:  # noqa: BLE001 - reported in the row's status, with its type and message
+        row = {"status": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"}
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return {**base, **row}
+
+
+# LightXML's training cost as the paper reports it (REFERENCE.md section 5), on 8 x V100
+ORIGINAL_TRAIN_HOURS = {"amazon670k": 159.0, "wiki500k": 271.0}
+CLUSTERINGS = 3  # the original's ensemble on the clustered sets: three clusterings, one bert-base each
+ELMO_PEAK_GIB = 5.68  # ELMO's published peak memory, Amazon-670K, BF16, BERT-base
+
+
+def epoch_estimate(row: dict[str, Any]) -> dict[str, Any]:
+    """Hours for one epoch of the row's recipe dataset at the row's training rate, and for the whole recipe
+    (its epochs, the +5 included, times three clusterings), on the one device the row was measured on."""
+    from xmlbench.data.manifest import DATASETS
+
+    info = DATASETS.get(row["recipe"])
+    n_train, epochs = int(info.published["n_train"]), int(info.lightxml["bert-base"]["epochs"])
+    epoch_h = n_train / row["train_docs_per_s"] / 3600
+    return {"dataset": row["recipe"], "n_train": n_train, "epochs": epochs, "epoch_hours": epoch_h,
+            "recipe_hours": epoch_h * epochs * CLUSTERINGS, "original_hours": ORIGINAL_TRAIN_HOURS[row["recipe"]]}
+
+
+def clustered_overhead(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (max_len, batch) measured with both heads (dense update, not compiled): how much longer a
+    clustered step takes than a flat one."""
+    def key(r):
+        return r["max_len"], r["batch_size"]
+
+    ok = [r for r in rows if r["status"] == "ok" and not r["compile"] and not r["recipe"]]
+    flat = {key(r): r for r in ok if r["mode"] == "flat"}
     out = []
-    for max_len, batch in ((512, 16), (128, 64)):
-        out.append(bench_throughput(max_len=max_len, batch_size=batch, mode="flat", n_labels=3956, steps=steps))
-        for update in ("dense", "sparse"):
-            out.append(bench_throughput(max_len=max_len, batch_size=batch, mode="clustered", n_labels=670091,
-                                        steps=steps, label_update=update))
+    for r in ok:
+        if r["mode"] == "clustered" and r["label_update"] == "dense" and key(r) in flat:
+            out.append({"max_len": r["max_len"], "batch_size": r["batch_size"],
+                        "overhead": flat[key(r)]["train_docs_per_s"] / r["train_docs_per_s"] - 1})
     return out
 
 
-def format_rows(rows: list[dict[str, Any]]) -> str:
-    keys = ["device", "precision", "max_len", "mode", "label_update", "n_labels", "batch_size", "parameters_m",
-            "train_docs_per_s", "predict_docs_per_s", "peak_gpu_memory_gib", "mfu"]
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r.get(k)) for k in keys) + " |" for r in rows]
+def sweep(steps: int = 20, cases: list[Case] | None = None, encoder: str = "bert-base-random",
+          amp: str = "auto") -> dict[str, Any]:
+    rows = []
+    for case in cases if cases is not None else sweep_cases():
+        print(f"throughput: {case}", file=sys.stderr, flush=True)
+        rows.append(run_case(case, steps, encoder, amp))
+    ok = [r for r in rows if r["status"] == "ok"]
+    return {"device": ok[0]["device"] if ok else "", "encoder": encoder, "steps": steps, "rows": rows,
+            "estimates": [epoch_estimate(r) for r in ok if r["recipe"]], "overheads": clustered_overhead(rows)}
+
+
+def _fmt(value, spec: str = ",.0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_rows(result: dict[str, Any]) -> str:
+    lines = ["| max_len | head | labels | batch | label update | compiled | train docs/s | MFU | predict docs/s | "
+             "peak memory (GiB) | status |", "|---:|---|---:|---:|---|---|---:|---:|---:|---:|---|"]
+    for r in result["rows"]:
+        head = f"{r['mode']}" + (f" ({r['recipe']} recipe: h {r['hidden']}, b {r['top_b']})" if r["recipe"] else "")
+        lines.append(f"| {r['max_len']} | {head} | {r['n_labels']:,} | {r['batch_size']} | "
+                     f"{r['label_update'] if r['mode'] == 'clustered' else '-'} | {'yes' if r['compile'] else 'no'} | "
+                     f"{_fmt(r.get('train_docs_per_s'))} | {_fmt(r.get('mfu'), '.1%')} | "
+                     f"{_fmt(r.get('predict_docs_per_s'))} | {_fmt(r.get('peak_gpu_memory_gib'), '.1f')} | "
+                     f"{r['status']} |")
+    ok = [r for r in result["rows"] if r["status"] == "ok"]
+    if ok:
+        lines += ["", f"Device: {result['device']}, {ok[0]['precision']}, encoder {result['encoder']} "
+                      f"({ok[0]['parameters_m']} M parameters with the flat head), {result['steps']} timed steps."]
+    for o in result["overheads"]:
+        lines.append(f"- clustered head over flat at max_len {o['max_len']}, batch {o['batch_size']}: "
+                     f"{o['overhead']:+.0%} time per step")
+    for e in result["estimates"]:
+        row = next(r for r in ok if r["recipe"] == e["dataset"])
+        lines.append(f"- {e['dataset']}: one epoch ({e['n_train']:,} documents) {e['epoch_hours']:.1f} h; the "
+                     f"recipe ({e['epochs']} epochs x {CLUSTERINGS} clusterings) {e['recipe_hours']:.0f} h on this "
+                     f"one device, against the original's ~{e['original_hours']:.0f} h on 8 V100s; peak memory "
+                     f"{_fmt(row.get('peak_gpu_memory_gib'), '.2f')} GiB"
+                     + (f" (ELMO: {ELMO_PEAK_GIB} GiB)" if e["dataset"] == "amazon670k" else ""))
     return "\n".join(lines)
+
+
+README_BEGIN = "<!-- throughput:begin (written by: xmlbench bench throughput --readme) -->"
+README_END = "<!-- throughput:end -->"
+
+
+def _run(options) -> dict[str, Any]:
+    from xmlbench.benchmarks.scaling import readme_text, write_readme_block
+    from xmlbench.errors import UserError
+    from xmlbench.io import write_json
+    from xmlbench.paths import CHECKOUT_ROOT
+
+    if options.dataset:
+        raise UserError("bench throughput takes no dataset (it trains on random tokens)")
+    if not torch.cuda.is_available():
+        raise UserError("bench throughput measures a GPU (MFU against its bf16 peak) and none is visible; on a "
+                        "CPU, `xmlbench bench scaling --components step` times a training step")
+    readme = CHECKOUT_ROOT / "README.md" if options.extra.get("readme") else None
+    if readme is not None:
+        readme_text(readme, README_BEGIN, README_END)  # its markers are there, before the run rather than after
+    result = sweep(steps=options.steps)
+    path = CHECKOUT_ROOT / "results" / "throughput" / "throughput.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, result)
+    if readme is not None:
+        write_readme_block(readme, format_rows(result), README_BEGIN, README_END)
+    return result
 
 
 BENCHMARKS.register("throughput", Benchmark(
     "throughput", "LightXML training and prediction docs/s, MFU and peak memory (flat and clustered heads)",
-    lambda options: {"rows": sweep(steps=options.steps)}, lambda result: format_rows(result["rows"])))
+    _run, format_rows))

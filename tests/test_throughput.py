@@ -1,0 +1,135 @@
+"""``xmlbench bench throughput``: the FLOP count behind MFU, the epoch estimates, the clustered overhead, the
+README block, and one real CPU row per head (tiny encoder). No speed is asserted: the figures are reported."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xmlbench.benchmarks import throughput as tp
+
+
+def test_recipe_rows_take_the_original_hyper_parameters_from_the_manifests():
+    assert tp.recipe_case("amazon670k") == tp.Case(128, "clustered", 670_091, 16, hidden=400, top_b=75,
+                                                  recipe="amazon670k")
+    assert tp.recipe_case("wiki500k") == tp.Case(128, "clustered", 501_070, 32, hidden=500, top_b=32,
+                                                recipe="wiki500k")
+
+
+def test_epoch_estimate_by_hand():
+    # 490,449 documents at 490,449 / 3,600 docs/s is one hour; the recipe is 20 epochs x 3 clusterings
+    row = {"recipe": "amazon670k", "train_docs_per_s": 490_449 / 3600}
+    e = tp.epoch_estimate(row)
+    assert e["epoch_hours"] == pytest.approx(1.0) and e["recipe_hours"] == pytest.approx(60.0)
+    assert (e["epochs"], e["original_hours"]) == (20, 159.0)
+    wiki = tp.epoch_estimate({"recipe": "wiki500k", "train_docs_per_s": 1_779_881 / 7200})
+    assert wiki["epoch_hours"] == pytest.approx(2.0) and wiki["recipe_hours"] == pytest.approx(2.0 * 15 * 3)
+
+
+def _row(mode, max_len, batch, docs_s, update="dense", compile=False, recipe="", status="ok"):
+    return {"mode": mode, "max_len": max_len, "batch_size": batch, "train_docs_per_s": docs_s,
+            "label_update": update, "compile": compile, "recipe": recipe, "status": status}
+
+
+def test_clustered_overhead_pairs_rows_of_the_same_length_and_batch_only():
+    rows = [_row("flat", 512, 16, 100.0), _row("clustered", 512, 16, 80.0),
+            _row("clustered", 512, 16, 50.0, update="sparse"),  # not the dense head: not paired
+            _row("flat", 512, 64, 300.0, compile=True), _row("clustered", 512, 64, 200.0),  # no plain flat row
+            _row("flat", 128, 64, 100.0), _row("clustered", 128, 64, None, status="out of memory")]
+    assert tp.clustered_overhead(rows) == [{"max_len": 512, "batch_size": 16, "overhead": pytest.approx(0.25)}]
+
+
+def test_flops_per_doc_match_a_hand_count_of_the_tiny_encoder():
+    from xmlbench.encoders import load_encoder
+    from xmlbench.models.lightxml.model import LightXMLConfig, LightXMLNet
+
+    enc = load_encoder("tiny", seed=0)
+    c = enc.model.config
+    h, i, layers, T = c.hidden_size, c.intermediate_size, c.num_hidden_layers, 32
+    # one BERT layer: Q, K, V, output projections; two LayerNorms; the feed-forward pair
+    per_layer = 4 * (h * h + h) + 2 * 2 * h + (h * i + i) + (i * h + h)
+    pooler = (h * h + h) if getattr(enc.model, "pooler", None) is not None else 0
+    body = layers * per_layer + pooler
+    attention = 12 * layers * T * T * h
+    flat = LightXMLNet(enc.model, enc.hidden_size, enc.cls_position, 50, LightXMLConfig(encoder="tiny"), None)
+    assert tp.training_flops_per_doc(enc.model, T, flat, "flat") == 6 * body * T + attention + 6 * 5 * h * 50
+
+    cfg = LightXMLConfig(encoder="tiny", mode="clustered", hidden=24, top_b=3, leaf_size=4)
+    clusters = tp.random_clusters(60, cfg.leaf_size)
+    net = LightXMLNet(enc.model, enc.hidden_size, enc.cls_position, 60, cfg, clusters)
+    k, leaf = net.generator.out_features, net.cluster_labels.shape[1]
+    assert (k, leaf) == (16, 4)  # 60 / 4 = 15 leaves, rounded up to a power of two
+    head = 6 * 5 * h * k + 6 * 5 * h * 24 + 6 * 3 * leaf * 24
+    assert tp.training_flops_per_doc(enc.model, T, net, "clustered") == 6 * body * T + attention + head
+
+
+@pytest.mark.parametrize("case", [tp.Case(32, "flat", 40, 4), tp.Case(32, "clustered", 300, 4, hidden=16, top_b=4),
+                                  tp.Case(32, "clustered", 300, 4, hidden=16, top_b=4, label_update="sparse")])
+def test_one_real_row_per_head_on_the_cpu(case):
+    row = tp.run_case(case, steps=2, encoder="tiny", amp="off")
+    assert row["status"] == "ok" and row["device"] == "cpu"
+    assert row["train_docs_per_s"] > 0 and row["predict_docs_per_s"] > 0
+    assert row["mfu"] is None and row["peak_gpu_memory_gib"] is None  # no peak to divide by, no GPU memory
+    assert (row["mode"], row["n_labels"], row["batch_size"]) == (case.mode, case.n_labels, case.batch_size)
+
+
+def test_a_case_out_of_device_memory_is_a_row_not_the_end_of_the_sweep(monkeypatch):
+    def oom(**kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(tp, "bench_throughput", oom)
+    result = tp.sweep(steps=1, cases=[tp.Case(512, "flat", 10, 4096), tp.recipe_case("amazon670k")])
+    assert [r["status"] for r in result["rows"]] == ["out of memory"] * 2
+    assert result["estimates"] == [] and result["overheads"] == []
+    table = tp.format_rows(result)
+    assert table.count("out of memory") == 2 and "| - |" in table
+
+
+def test_a_case_that_fails_says_why_in_its_row(monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("inductor: no kernel\nsecond line")
+
+    monkeypatch.setattr(tp, "bench_throughput", broken)
+    (row,) = tp.sweep(steps=1, cases=[tp.Case(512, "flat", 10, 4, compile=True)])["rows"]
+    assert row["status"] == "failed: RuntimeError: inductor: no kernel"
+
+
+def test_the_readme_block_gives_overhead_estimates_and_elmo_beside_the_table():
+    rows = [
+        {**_row("flat", 512, 16, 400.0), "n_labels": 3956, "hidden": 400, "top_b": 75, "mfu": 0.41,
+         "predict_docs_per_s": 3000.0, "peak_gpu_memory_gib": 5.0, "device": "NVIDIA H200", "precision": "bf16",
+         "parameters_m": 112.0},
+        {**_row("clustered", 512, 16, 350.0), "n_labels": 670091, "hidden": 400, "top_b": 75, "mfu": 0.36,
+         "predict_docs_per_s": 2900.0, "peak_gpu_memory_gib": 9.0, "device": "NVIDIA H200", "precision": "bf16",
+         "parameters_m": 380.0},
+        {**_row("clustered", 128, 16, 490_449 / 3600, recipe="amazon670k"), "n_labels": 670091, "hidden": 400,
+         "top_b": 75, "mfu": 0.2, "predict_docs_per_s": 9000.0, "peak_gpu_memory_gib": 6.25,
+         "device": "NVIDIA H200", "precision": "bf16", "parameters_m": 380.0},
+    ]
+    result = {"device": "NVIDIA H200", "encoder": "bert-base-random", "steps": 20, "rows": rows,
+              "estimates": [tp.epoch_estimate(rows[2])], "overheads": tp.clustered_overhead(rows)}
+    text = tp.format_rows(result)
+    assert "| 512 | flat | 3,956 | 16 | - | no | 400 | 41.0% | 3,000 | 5.0 | ok |" in text
+    assert "clustered head over flat at max_len 512, batch 16: +14% time per step" in text
+    assert "amazon670k: one epoch (490,449 documents) 1.0 h; the recipe (20 epochs x 3 clusterings) 60 h" in text
+    assert "~159 h on 8 V100s; peak memory 6.25 GiB (ELMO: 5.68 GiB)" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "throughput", "congress"], "takes no dataset"),
+    (["bench", "throughput"], "none is visible"),
+])
+def test_command_line_errors_are_one_line(argv, message, capsys, monkeypatch):
+    from xmlbench.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_readme_has_the_block_the_benchmark_writes():
+    from xmlbench.benchmarks.scaling import readme_text
+    from xmlbench.paths import CHECKOUT_ROOT
+
+    readme_text(CHECKOUT_ROOT / "README.md", tp.README_BEGIN, tp.README_END)  # raises without its markers

@@ -233,6 +233,15 @@ def test_fp16_means_a_grad_scaler_on_cuda_and_fp32_on_a_cpu():
         assert gpu.dtype == torch.float16 and gpu.scaler is not None
 
 
+@pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled, but CUDA is not available")
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp16")])
+def test_auto_precision_takes_bf16_only_where_the_gpu_has_it(native, expected, monkeypatch):
+    # a V100 answers yes to is_bf16_supported() by emulating bf16; auto must pick fp16 with a scaler there
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+    assert loop.Precision("auto", torch.device("cuda")).name == expected
+    assert loop.Precision("auto", torch.device("cpu")).name == "off"
+
+
 # ------------------------------------------------------------------------ lowercase
 @needs_minilm
 @pytest.mark.parametrize("choice, lowered, suffix", [("auto", False, ""), ("never", False, ""),

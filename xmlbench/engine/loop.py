@@ -91,7 +91,10 @@ class Precision:
     def __init__(self, amp: str, device: torch.device) -> None:
         on_gpu = device.type == "cuda"
         if amp == "auto":
-            amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "off"
+            # bf16 only where the device has bf16 units: torch also says yes to a V100 (the original's GPU),
+            # which it emulates at a fraction of fp16's rate
+            native_bf16 = on_gpu and torch.cuda.is_bf16_supported(including_emulation=False)
+            amp = ("bf16" if native_bf16 else "fp16") if on_gpu else "off"
         if amp == "fp16" and not on_gpu:
             amp = "off"  # fp16 means a gradient scaler, which is CUDA's (as the original's apex O1 was)
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]

@@ -75,6 +75,29 @@ def test_random_bow_rows_are_normalised_and_hold_their_labels_signatures():
     assert np.allclose(np.sqrt(X.multiply(X).sum(axis=1)).A.ravel(), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk_docs", [7, 1000])
+def test_random_bow_built_in_chunks_keeps_every_documents_signature_words(chunk_docs):
+    from xmlbench.benchmarks.metrics import random_truth
+
+    labels = random_truth(np.random.default_rng(0), 50, 40, 3.0)
+    X = scaling.random_bow(np.random.default_rng(1), labels, vocab=500, doc_nnz=5, chunk_docs=chunk_docs)
+    words = np.random.default_rng(1).integers(0, 500, size=(40, 4), dtype=np.int64)  # its first draw
+    assert X.shape == (50, 500) and X.dtype == np.float32
+    assert np.allclose(np.sqrt(X.multiply(X).sum(axis=1)).A.ravel(), 1.0, atol=1e-5)
+    for doc in range(50):
+        expected = set(words[labels[doc].indices].ravel())
+        assert expected <= set(X[doc].indices), (doc, expected - set(X[doc].indices))
+
+
+def test_a_stopped_point_says_during_which_phase(monkeypatch):
+    err = "noise\nscaling-phase: generate\nscaling-phase: fit\nomikuji: tree 1 of 1\n"
+    monkeypatch.setattr(scaling, "run_child", lambda *a, **k: ("stopped: over 20 GB", 20.1, "", err, -9))
+    rows = scaling.run_point("tree-lowmem", "4k", timeout_s=60)
+    assert [r["status"] for r in rows] == ["stopped: over 20 GB during fit"] * 2
+    assert [r["component"] for r in rows] == ["tree-lowmem-fit", "tree-lowmem-predict"]
+    assert scaling.last_phase("no marks here") == ""
+
+
 def test_one_metrics_point_in_process():
     (row,) = scaling.measure("metrics", 2_000)
     assert row["component"] == "metrics" and row["seconds"] > 0 and math.isfinite(row["seconds"])

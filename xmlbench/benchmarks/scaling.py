@@ -125,25 +125,33 @@ def _time_metrics(n_labels: int) -> dict[str, Any]:
 
 
 def random_bow(rng: np.random.Generator, labels, vocab: int = VOCAB, doc_nnz: int = DOC_NNZ,
-               signature: int = 4):
+               signature: int = 4, chunk_docs: int = 200_000):
     """TF-IDF-like rows: each document holds its labels' ``signature`` words plus random background words
-    (L2-normalised float32), so a tree has something to learn."""
+    (L2-normalised float32), so a tree has something to learn.
+
+    Built ``chunk_docs`` documents at a time: built at once, the COO temporaries of Amazon-3M's shape
+    (2.7M documents, 250M entries) peak near 13 GB, which a tree point's peak memory would then report as
+    the tree's."""
     import scipy.sparse as sp
 
     n, n_labels = labels.shape
     words = rng.integers(0, vocab, size=(n_labels, signature), dtype=np.int64)
-    label_rows = np.repeat(np.arange(n), np.diff(labels.indptr))
-    sig_rows = np.repeat(label_rows, signature)
-    sig_cols = words[labels.indices].ravel()
-    bg_rows = np.repeat(np.arange(n), doc_nnz)
-    bg_cols = (vocab * rng.random(n * doc_nnz) ** 3).astype(np.int64)  # Zipf-like common words
-    rows = np.concatenate([sig_rows, bg_rows])
-    cols = np.concatenate([sig_cols, bg_cols])
-    X = sp.csr_matrix((rng.random(rows.size, dtype=np.float32) + 0.5, (rows, cols)), shape=(n, vocab))
-    X.sum_duplicates()
-    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
-    X = sp.diags(1.0 / np.maximum(norms, 1e-12)).astype(np.float32) @ X
-    return X.tocsr()
+    blocks = []
+    for start in range(0, n, chunk_docs):
+        part = labels[start:start + chunk_docs]
+        m = part.shape[0]
+        label_rows = np.repeat(np.arange(m), np.diff(part.indptr))
+        sig_rows = np.repeat(label_rows, signature)
+        sig_cols = words[part.indices].ravel()
+        bg_rows = np.repeat(np.arange(m), doc_nnz)
+        bg_cols = (vocab * rng.random(m * doc_nnz) ** 3).astype(np.int64)  # Zipf-like common words
+        rows = np.concatenate([sig_rows, bg_rows])
+        cols = np.concatenate([sig_cols, bg_cols])
+        X = sp.csr_matrix((rng.random(rows.size, dtype=np.float32) + 0.5, (rows, cols)), shape=(m, vocab))
+        X.sum_duplicates()
+        norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+        blocks.append((sp.diags(1.0 / np.maximum(norms, 1e-12)).astype(np.float32) @ X).tocsr())
+    return sp.vstack(blocks, format="csr") if len(blocks) != 1 else blocks[0]
 
 
 def _time_tree(n_labels: int, low_memory: bool = False) -> list[dict[str, Any]]:
@@ -162,20 +170,26 @@ def _time_tree(n_labels: int, low_memory: bool = False) -> list[dict[str, Any]]:
 
     rng = np.random.default_rng(0)
     n_train, n_test = round(TRAIN_PER_LABEL * n_labels), max(1, round(TEST_PER_LABEL * n_labels))
+    _phase("generate")
     labels = random_truth(rng, n_train + n_test, n_labels, LABELS_PER_DOC)
     X = random_bow(rng, labels)
     # the preset's own overrides, not a copy of them: the row measures what `--preset low-memory` trains
     cfg = TreeConfig(**low_memory_preset(None, "")) if low_memory else TreeConfig()
     with tempfile.TemporaryDirectory(prefix="xmlbench-scaling-") as tmp:
         path = Path(tmp) / "train.txt"
+        _phase("write")
         write_xc_repo_file(path, X[:n_train], labels[:n_train], n_labels)
+        X_test = X[n_train:]
+        del X, labels  # omikuji reads the file: the fit's memory should be the tree's, not our copy
+        _phase("fit")
         t0 = time.perf_counter()
         forest = omikuji.Model.train_on_data(str(path), hyper_params(cfg), n_threads=cfg.n_threads)
         fit_s = time.perf_counter() - t0
+    _phase("predict")
     forest.init_prediction_thread_pool(cfg.n_threads)
     forest.densify_weights(cfg.max_sparse_density)
     t0 = time.perf_counter()
-    predict_forest(forest, X[n_train:], 100, cfg.beam_size)
+    predict_forest(forest, X_test, 100, cfg.beam_size)
     predict_s = time.perf_counter() - t0
     fit_name, predict_name = _ROWS_OF_JOB["tree-lowmem" if low_memory else "tree"]
     return [{"component": fit_name, "seconds": fit_s, "unit": "s per fit"},
@@ -190,6 +204,19 @@ def _time_step(n_labels: int, label_update: str = "dense") -> list[dict[str, Any
                          steps=4, warmup=1, amp="off", label_update=label_update)
     return [{"component": "step", "seconds": batch / r["train_docs_per_s"], "unit": "s per step (32 docs)"},
             {"component": "predict", "seconds": 1.0 / r["predict_docs_per_s"], "unit": "s per document"}]
+
+
+PHASE_MARK = "scaling-phase: "
+
+
+def _phase(name: str) -> None:
+    """Say on stderr what the child is doing, so a point stopped for memory or time says during what."""
+    print(PHASE_MARK + name, file=sys.stderr, flush=True)
+
+
+def last_phase(stderr: str) -> str:
+    marks = [line[len(PHASE_MARK):].strip() for line in stderr.splitlines() if line.startswith(PHASE_MARK)]
+    return marks[-1] if marks else ""
 
 
 def _child_main(component: str, n_labels: int) -> None:
@@ -215,6 +242,8 @@ def run_point(component: str, size: str, timeout_s: float, max_rss_gb: float = M
         last = (err.strip().splitlines() or ["no output"])[-1]
         status = f"failed: {last[:160]}"
     if status != "ok":
+        if last_phase(err):
+            status += f" during {last_phase(err)}"
         return [{**base, "component": name, "seconds": "", "unit": "", "peak_rss_gb": round(peak, 2),
                  "status": status} for name in names]
     rows = json.loads(out.strip().splitlines()[-1])

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from xmlbench.benchmarks import scaling
+from xmlbench.benchmarks import scaling, write_readme_block
 from xmlbench.errors import UserError
 
 
@@ -45,13 +45,14 @@ def test_csv_round_trip_and_a_point_measured_again_replaces_its_row(tmp_path):
 def test_readme_block_is_replaced_between_the_markers_only(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"before\n{scaling.README_BEGIN}\nold table\n{scaling.README_END}\nafter\n")
-    scaling.write_readme_block(readme, scaling.markdown_table(rows_for("cluster", 1.0, 0.0), {}))
+    write_readme_block(readme, scaling.markdown_table(rows_for("cluster", 1.0, 0.0), {}), scaling.README_BEGIN,
+                       scaling.README_END)
     text = readme.read_text()
     assert text.startswith("before\n") and text.endswith(f"{scaling.README_END}\nafter\n")
     assert "old table" not in text and "| cluster | 10,000 |" in text
     readme.write_text("no markers\n")
     with pytest.raises(UserError, match="no block"):
-        scaling.write_readme_block(readme, "x")
+        write_readme_block(readme, "x", scaling.README_BEGIN, scaling.README_END)
 
 
 def test_bad_sizes_and_components_are_user_errors():

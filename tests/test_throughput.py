@@ -157,7 +157,7 @@ def test_command_line_errors_are_one_line(argv, message, capsys, monkeypatch):
 
 
 def test_the_readme_has_the_block_the_benchmark_writes():
-    from xmlbench.benchmarks.scaling import readme_text
+    from xmlbench.benchmarks import readme_text
     from xmlbench.paths import CHECKOUT_ROOT
 
     readme_text(CHECKOUT_ROOT / "README.md", tp.README_BEGIN, tp.README_END)  # raises without its markers

@@ -18,6 +18,7 @@ import json
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from xmlbench.errors import UserError
@@ -69,3 +70,26 @@ def load_all() -> Registry[Benchmark]:
     for name in names():
         get(name)
     return BENCHMARKS
+
+
+# README blocks: several benchmarks (scaling, tree-memory, pipeline, throughput) rewrite a marked block of
+# the README with their machine-written table; the markers are each benchmark's own.
+
+
+def readme_text(readme: Path, begin_marker: str, end_marker: str) -> str:
+    """What the README's block holds now (UserError if its markers are missing)."""
+    content = readme.read_text(encoding="utf-8")
+    begin, end = content.find(begin_marker), content.find(end_marker)
+    if begin < 0 or end < begin:
+        raise UserError(f"{readme} has no block between {begin_marker!r} and {end_marker!r}")
+    return content[begin + len(begin_marker):end]
+
+
+def write_readme_block(readme: Path, text: str, begin_marker: str, end_marker: str) -> None:
+    """Replace what lies between the README's markers (UserError if they are missing)."""
+    content = readme.read_text(encoding="utf-8")
+    begin, end = content.find(begin_marker), content.find(end_marker)
+    if begin < 0 or end < begin:
+        raise UserError(f"{readme} has no block between {begin_marker!r} and {end_marker!r}")
+    new = content[:begin + len(begin_marker)] + "\n" + text.rstrip() + "\n" + content[end:]
+    readme.write_text(new, encoding="utf-8")

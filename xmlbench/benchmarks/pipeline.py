@@ -93,7 +93,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
 def write_readme(readme: Path, results_dir: Path) -> None:
     import json
 
-    from xmlbench.benchmarks.scaling import write_readme_block
+    from xmlbench.benchmarks import write_readme_block
 
     results = [json.loads(p.read_text()) for p in sorted((results_dir / "pipeline").glob("*.json"))]
     write_readme_block(readme, markdown_table(results), README_BEGIN, README_END)
@@ -142,7 +142,7 @@ def valid_size_for(folder: Path) -> float:
 
 
 def _run(options) -> dict[str, Any]:
-    from xmlbench.benchmarks.scaling import readme_text
+    from xmlbench.benchmarks import readme_text
     from xmlbench.paths import CHECKOUT_ROOT
 
     readme = CHECKOUT_ROOT / "README.md" if options.extra.get("readme") else None

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from xmlbench.benchmarks import BENCHMARKS, Benchmark, BenchOptions
+from xmlbench.benchmarks import BENCHMARKS, Benchmark, BenchOptions, write_readme_block
 from xmlbench.errors import UserError
 from xmlbench.paths import CHECKOUT_ROOT
 
@@ -369,26 +369,6 @@ def markdown_table(rows: list[dict[str, Any]], slopes: dict[str, dict[str, float
     return "\n".join(lines)
 
 
-def readme_text(readme: Path, begin_marker: str = README_BEGIN, end_marker: str = README_END) -> str:
-    """What the README's block holds now (UserError if its markers are missing)."""
-    content = readme.read_text(encoding="utf-8")
-    begin, end = content.find(begin_marker), content.find(end_marker)
-    if begin < 0 or end < begin:
-        raise UserError(f"{readme} has no block between {begin_marker!r} and {end_marker!r}")
-    return content[begin + len(begin_marker):end]
-
-
-def write_readme_block(readme: Path, text: str, begin_marker: str = README_BEGIN,
-                       end_marker: str = README_END) -> None:
-    """Replace what lies between the README's markers (UserError if they are missing)."""
-    content = readme.read_text(encoding="utf-8")
-    begin, end = content.find(begin_marker), content.find(end_marker)
-    if begin < 0 or end < begin:
-        raise UserError(f"{readme} has no block between {begin_marker!r} and {end_marker!r}")
-    new = content[:begin + len(begin_marker)] + "\n" + text.rstrip() + "\n" + content[end:]
-    readme.write_text(new, encoding="utf-8")
-
-
 def bench_scaling(sizes: list[str], components: list[str], out_dir: Path, timeout_s: float = 1800.0,
                   readme: Path | None = None) -> dict[str, Any]:
     new: list[dict[str, Any]] = []
@@ -407,7 +387,7 @@ def bench_scaling(sizes: list[str], components: list[str], out_dir: Path, timeou
     if readme is not None:
         image = f"\n\n![scaling]({plot.relative_to(readme.parent)})" if plotted and plot.is_relative_to(
             readme.parent) else ""
-        write_readme_block(readme, markdown_table(rows, slopes) + image)
+        write_readme_block(readme, markdown_table(rows, slopes) + image, README_BEGIN, README_END)
     return {"measured": new, "rows": rows, "slopes": slopes, "csv": str(csv_path),
             "plot": str(plot) if plotted else None}
 

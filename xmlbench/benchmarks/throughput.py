@@ -328,7 +328,7 @@ README_END = "<!-- throughput:end -->"
 
 
 def _run(options) -> dict[str, Any]:
-    from xmlbench.benchmarks.scaling import readme_text, write_readme_block
+    from xmlbench.benchmarks import readme_text, write_readme_block
     from xmlbench.errors import UserError
     from xmlbench.io import write_json
     from xmlbench.paths import CHECKOUT_ROOT

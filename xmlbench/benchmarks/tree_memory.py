@@ -96,7 +96,8 @@ def markdown_table(rows: list[dict[str, Any]], dataset: str) -> str:
 def bench_tree_memory(dataset: str, configs: list[str], timeout_s: float, readme: Path | None,
                       results_dir: Path = CHECKOUT_ROOT / "results",
                       run_root: Path = CHECKOUT_ROOT / "runs" / "bench") -> dict[str, Any]:
-    from xmlbench.benchmarks.scaling import read_csv, readme_text, write_csv, write_readme_block
+    from xmlbench.benchmarks import readme_text, write_readme_block
+    from xmlbench.benchmarks.scaling import read_csv, write_csv
 
     name = Path(dataset).name
     if readme is not None:  # before hours of training, not after

@@ -42,8 +42,13 @@ from xmlbench.errors import UserError
 from xmlbench.paths import CHECKOUT_ROOT
 
 SIZES = {"4k": 3_956, "30k": 30_938, "130k": 130_000, "670k": 670_091, "3m": 2_812_281}
-COMPONENTS = ("cluster", "metrics", "tree-fit", "tree-predict", "tree-lowmem-fit", "tree-lowmem-predict", "step",
-              "predict", "step-sparse")
+# Each job is one child process per size, and writes these rows (the tree's predict needs its fit, and
+# LightXML's step and prediction share a network); a component is one row.
+_ROWS_OF_JOB = {"cluster": ("cluster",), "metrics": ("metrics",), "tree": ("tree-fit", "tree-predict"),
+                "tree-lowmem": ("tree-lowmem-fit", "tree-lowmem-predict"), "step": ("step", "predict"),
+                "step-sparse": ("step-sparse",)}
+_JOB_OF = {row: job for job, rows in _ROWS_OF_JOB.items() for row in rows}
+COMPONENTS = tuple(_JOB_OF)
 TRAIN_PER_LABEL = 490_449 / 670_091
 TEST_PER_LABEL = 153_025 / 670_091
 LABELS_PER_DOC = 5.45
@@ -69,18 +74,7 @@ def parse_components(text: str) -> list[str]:
     bad = [c for c in parts if c not in COMPONENTS]
     if not parts or bad:
         raise UserError(f"unknown component {', '.join(bad) or repr(text)}; components: {', '.join(COMPONENTS)}")
-    # the tree's predict needs its fit, and LightXML's step and prediction share a network: each pair is
-    # measured by one child process
-    return [job for job in _JOBS if any(_JOB_OF[c] == job for c in parts)]
-
-
-_JOBS = ("cluster", "metrics", "tree", "tree-lowmem", "step", "step-sparse")
-_JOB_OF = {"cluster": "cluster", "metrics": "metrics", "tree-fit": "tree", "tree-predict": "tree",
-           "tree-lowmem-fit": "tree-lowmem", "tree-lowmem-predict": "tree-lowmem",
-           "step": "step", "predict": "step", "step-sparse": "step-sparse"}
-# the rows each child process writes, in order
-_ROWS_OF_JOB = {"tree": ("tree-fit", "tree-predict"), "tree-lowmem": ("tree-lowmem-fit", "tree-lowmem-predict"),
-                "step": ("step", "predict")}
+    return [job for job in _ROWS_OF_JOB if any(_JOB_OF[c] == job for c in parts)]
 
 
 # ------------------------------------------------------------------------------------- one point (child)
@@ -237,7 +231,7 @@ def run_point(component: str, size: str, timeout_s: float, max_rss_gb: float = M
     status, peak, out, err, returncode = run_child([sys.executable, "-c", code], env, timeout_s, max_rss_gb)
     load = os.getloadavg()[0]
     base = {"size": size, "n_labels": n_labels, "load_avg_1m": round(load, 2)}
-    names = _ROWS_OF_JOB.get(component, (component,))
+    names = _ROWS_OF_JOB[component]
     if status == "ok" and returncode != 0:
         last = (err.strip().splitlines() or ["no output"])[-1]
         status = f"failed: {last[:160]}"

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -63,7 +62,6 @@ def test_a_resumed_run_shows_each_step_once(tiny_dataset, tmp_path, monkeypatch)
     from kill_after_checkpoint import Killed, kill_after_checkpoint
 
     from xmlbench.cli import main
-
     from xmlbench.engine.reporters.tensorboard import TensorBoardReporter
 
     out = tmp_path / "run"

@@ -194,8 +194,8 @@ def teacher_targets(teacher: Teacher, transfer: Split, k: int, folder: Path, pro
 
 def prepare(distill: DistillOptions, ds: Dataset, train: Split, run_dir: Path, progress: bool, log):
     """(transfer split, SoftTargets, facts for the record, the teacher)."""
-    from xmlbench.models.heads import single_label
     from xmlbench.models.distillation import SoftTargets, teacher_logits
+    from xmlbench.models.heads import single_label
 
     teacher = load_teacher(distill.teacher, ds)
     folder = run_dir / TRANSFER

@@ -36,7 +36,14 @@ from xmlbench.engine.batches import Batch
 from xmlbench.errors import UserError
 from xmlbench.models.base import FitContext
 from xmlbench.models.baselines.linear_heads import weighted_nll
-from xmlbench.models.heads import BiasInit, HeadNorm, document_norm, prior_logits, set_prior_bias, single_label
+from xmlbench.models.heads import (
+    BiasInit,
+    HeadNorm,
+    document_norm,
+    prior_logits,
+    set_prior_bias,
+    single_label,
+)
 from xmlbench.models.neural import NeuralConfig, NeuralModel
 
 RANDOM_DIM = 300  # the width of a random table when embedding_dim is 0

@@ -45,6 +45,7 @@ class Benchmark:
     run: Callable[[BenchOptions], dict[str, Any]]
     format: Callable[[dict[str, Any]], str] = as_json
     default_dataset: str = ""  # shown in --help; empty when the benchmark takes no dataset
+    writes_readme: bool = False  # takes --readme: rewrites its own block of the README
 
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
@@ -72,8 +73,8 @@ def load_all() -> Registry[Benchmark]:
     return BENCHMARKS
 
 
-# README blocks: several benchmarks (scaling, tree-memory, pipeline, throughput) rewrite a marked block of
-# the README with their machine-written table; the markers are each benchmark's own.
+# README blocks: the benchmarks with ``writes_readme`` rewrite a marked block of the README with their
+# machine-written table; the markers are each benchmark's own.
 
 
 def readme_text(readme: Path, begin_marker: str, end_marker: str) -> str:
@@ -93,3 +94,41 @@ def write_readme_block(readme: Path, text: str, begin_marker: str, end_marker: s
         raise UserError(f"{readme} has no block between {begin_marker!r} and {end_marker!r}")
     new = content[:begin + len(begin_marker)] + "\n" + text.rstrip() + "\n" + content[end:]
     readme.write_text(new, encoding="utf-8")
+
+
+def readme_markers(name: str) -> tuple[str, str]:
+    """The begin and end markers of benchmark ``name``'s README block."""
+    return f"<!-- {name}:begin (written by: xmlbench bench {name} --readme) -->", f"<!-- {name}:end -->"
+
+
+def save_result_and_readme(result: dict[str, Any], path: Path, table: Callable[[list[dict[str, Any]]], str],
+                           readme: Path, markers: tuple[str, str]) -> Path:
+    """Save ``result`` as ``path`` (a JSON file), then rebuild the README's block between ``markers`` from
+    every result saved in that folder: a block holds one row per configuration measured, each as it was
+    last measured, and is never typed. The markers are checked first: a README without them costs no file."""
+    from xmlbench.io import read_json, write_json
+
+    readme_text(readme, *markers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, result)
+    saved = [read_json(p) for p in sorted(path.parent.glob("*.json"))]
+    write_readme_block(readme, table(saved), *markers)
+    return path
+
+
+def run_with_readme(options: BenchOptions, name: str, measure: Callable[[], dict[str, Any]],
+                    key: Callable[[dict[str, Any]], str], table: Callable[[list[dict[str, Any]]], str]) -> dict:
+    """``measure()``; with ``--readme``, its result saved as ``results/NAME/KEY.json`` and benchmark
+    ``name``'s README block rebuilt from that folder. The markers are checked before measuring, so a
+    README without them fails in a second rather than after the run."""
+    from xmlbench.paths import CHECKOUT_ROOT
+
+    markers = readme_markers(name)
+    readme = CHECKOUT_ROOT / "README.md" if options.extra.get("readme") else None
+    if readme is not None:
+        readme_text(readme, *markers)
+    result = measure()
+    if readme is not None:
+        path = CHECKOUT_ROOT / "results" / name / f"{key(result)}.json"
+        result["saved"] = str(save_result_and_readme(result, path, table, readme, markers))
+    return result

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numba
@@ -25,12 +26,13 @@ import numpy as np
 from numba import njit
 from scipy import sparse
 
-from xmlbench.benchmarks import BENCHMARKS, Benchmark, BenchOptions
+from xmlbench.benchmarks import BENCHMARKS, Benchmark, BenchOptions, readme_markers, run_with_readme
 from xmlbench.models.lightxml.clustering import balanced_clusters, tree_depth
 
 #: Amazon-670K's label count and bag-of-words vocabulary (XMC repository version).
 AMAZON670K_LABELS = 670_091
 AMAZON670K_VOCAB = 135_909
+README_BEGIN, README_END = readme_markers("cluster")
 
 
 def bench_cluster(
@@ -49,6 +51,7 @@ def bench_cluster(
         "leaf_size": leaf_size,
         "seed": seed,
         "threads": numba.get_num_threads(),
+        "cpus": os.cpu_count(),
         "depth": tree_depth(features.shape[0], leaf_size),
     }
     report["compile_seconds"] = _time(lambda: balanced_clusters(_tiny_features(), leaf_size=2, seed=seed))[0]
@@ -63,10 +66,12 @@ def bench_cluster(
         leaf_min=int(sizes.min()) if sizes.size else 0,
         leaf_max=int(sizes.max()) if sizes.size else 0,
     )
+    report["versions"] = _versions()  # PECOS needs older numpy and scipy: which ones made this row
     report["pecos"] = _bench_pecos(features, leaf_size, seed) if compare_pecos else None
     if report["pecos"] is not None and "seconds" in report["pecos"]:
         report["ratio_vs_pecos"] = seconds / report["pecos"]["seconds"]
     report["peak_rss_mb"] = _peak_rss_bytes() / 2**20
+    report["load_avg_1m"] = os.getloadavg()[0]  # bench_cluster_dataset gives the one before its TF-IDF instead
     return report
 
 
@@ -79,6 +84,7 @@ def bench_cluster_dataset(dataset: str = "synth-amazon670k", leaf_size: int = 10
     from xmlbench.data.features import fit_tfidf
     from xmlbench.models.lightxml.clustering import label_features
 
+    load_before = os.getloadavg()[0]  # before this bench's own work raises it: the neighbours' load
     ds = open_dataset(dataset, progress=True)
     tfidf_seconds, (_, docs) = _time(lambda: fit_tfidf(ds.train, max_features=max_features))
     feature_seconds, features = _time(lambda: label_features(docs, ds.train.labels, top_k=top_k))
@@ -87,7 +93,7 @@ def bench_cluster_dataset(dataset: str = "synth-amazon670k", leaf_size: int = 10
     ds = None  # nor are the texts
     report = bench_cluster(features, leaf_size=leaf_size, seed=seed)
     report.update(dataset=dataset, n_train=n_docs[0], n_test=n_docs[1], tfidf_seconds=tfidf_seconds,
-                  label_feature_seconds=feature_seconds, label_feature_top_k=top_k)
+                  label_feature_seconds=feature_seconds, label_feature_top_k=top_k, load_avg_1m=load_before)
     return report
 
 
@@ -120,6 +126,18 @@ def _bench_pecos(features: sparse.csr_matrix, leaf_size: int, seed: int) -> dict
         "leaf_min": int(sizes.min()),
         "leaf_max": int(sizes.max()),
     }
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("numpy", "scipy", "numba", "libpecos"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
 
 
 def _tiny_features() -> sparse.csr_matrix:
@@ -306,10 +324,42 @@ if __name__ == "__main__":
     main()
 
 
+def pecos_cell(report: dict[str, Any]) -> str:
+    pecos = report.get("pecos")
+    if pecos is None:
+        return "not installed"
+    if "error" in pecos:
+        return "failed"
+    return f"{pecos['seconds']:.1f} ({report['ratio_vs_pecos']:.2f}x)"
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """The README block: one row per dataset and label top-k measured, from the saved results."""
+    lines = ["| dataset | labels | features | non-zeros | label top-k | TF-IDF (s) | label features (s) | "
+             "clustering (s) | + resident (MiB) | leaves | PECOS (s, ours / PECOS) | peak RSS (GB) | load |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+    for r in sorted(results, key=lambda r: (r["n_labels"], str(r.get("dataset")), r.get("label_feature_top_k") or 0)):
+        lines.append(
+            f"| {Path(str(r.get('dataset', 'random'))).name} | {r['n_labels']:,} | {r['vocab']:,} | {r['nnz']:,} | "
+            f"{r.get('label_feature_top_k') or 'all'} | {r.get('tfidf_seconds', 0):.1f} | "
+            f"{r.get('label_feature_seconds', 0):.1f} | {r['seconds']:.1f} | {r['rss_increase_mb']:,.0f} | "
+            f"{r['n_leaves']:,} of {r['leaf_min']}-{r['leaf_max']} | {pecos_cell(r)} | "
+            f"{r['peak_rss_mb'] / 1024:.2f} | {r.get('load_avg_1m', float('nan')):.2f} on {r.get('cpus', '?')} "
+            f"cores, {r['threads']} threads |")
+    return "\n".join(lines)
+
+
 def _run(options: BenchOptions) -> dict[str, Any]:
-    return bench_cluster_dataset(options.dataset or "synth-amazon670k", top_k=options.extra.get("label_top_k"))
+    def measure() -> dict[str, Any]:
+        return bench_cluster_dataset(options.dataset or "synth-amazon670k", top_k=options.extra.get("label_top_k"))
+
+    def key(result: dict[str, Any]) -> str:
+        top_k = result["label_feature_top_k"]
+        return Path(result["dataset"]).name + (f"-top{top_k}" if top_k else "")
+
+    return run_with_readme(options, "cluster", measure, key, markdown_table)
 
 
 BENCHMARKS.register("cluster", Benchmark(
     "cluster", "label clustering from a dataset's training texts (beside PECOS when installed)",
-    _run, format_bench, default_dataset="synth-amazon670k"))
+    _run, format_bench, default_dataset="synth-amazon670k", writes_readme=True))

@@ -159,4 +159,4 @@ def _run(options) -> dict[str, Any]:
 BENCHMARKS.register("pipeline", Benchmark(
     "pipeline", "the whole clustered pipeline at a real size: time per stage and peak memory",
     _run,
-    default_dataset="synth-amazon670k"))
+    default_dataset="synth-amazon670k", writes_readme=True))

@@ -409,4 +409,4 @@ def _run(options: BenchOptions) -> dict[str, Any]:
 
 BENCHMARKS.register("scaling", Benchmark(
     "scaling", "time and peak memory of clustering, metrics, tree, LightXML step/predict from 4k to 3M labels",
-    _run, format_bench))
+    _run, format_bench, writes_readme=True))

@@ -352,4 +352,4 @@ def _run(options) -> dict[str, Any]:
 
 BENCHMARKS.register("throughput", Benchmark(
     "throughput", "LightXML training and prediction docs/s, MFU and peak memory (flat and clustered heads)",
-    _run, format_rows))
+    _run, format_rows, writes_readme=True))

@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xmlbench.benchmarks import BENCHMARKS, Benchmark, BenchOptions
+from xmlbench.benchmarks import BENCHMARKS, Benchmark, BenchOptions, readme_markers, run_with_readme
 from xmlbench.errors import UserError
 
 REPEATS = 3
 BATCH = 1024  # build_token_cache's default batch
 TARGET_RATIO = 1.3
+README_BEGIN, README_END = readme_markers("tokenise")
 
 
 def bench_tokenise(dataset: str = "synth-eurlex4k", encoder: str = "tiny", max_len: int = 512,
@@ -37,6 +38,7 @@ def bench_tokenise(dataset: str = "synth-eurlex4k", encoder: str = "tiny", max_l
 
     if max_docs < 1:
         raise UserError(f"max_docs must be >= 1, got {max_docs}")
+    load_before = os.getloadavg()[0]  # before this bench's own work raises it: the neighbours' load
     tokenizer = load_tokenizer(encoder)
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"encoder {encoder!r} has no fast tokenizer; this benchmark compares fast ones")
@@ -69,7 +71,8 @@ def bench_tokenise(dataset: str = "synth-eurlex4k", encoder: str = "tiny", max_l
         "max_len": max_len,
         "docs": len(texts),
         "repeats": REPEATS,
-        "load_avg_1m": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
+        "load_avg_1m": load_before,
         "bare_s": best["bare"],
         "cache_s": best["cache"],
         "bare_docs_per_s": len(texts) / best["bare"],
@@ -89,10 +92,22 @@ def format_bench(r: dict[str, Any]) -> str:
     ])
 
 
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """The README block: one row per dataset, encoder and max_len measured, from the saved results."""
+    lines = ["| dataset | tokenizer | max_len | docs | bare call (docs/s) | token cache (docs/s) | ratio | load |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in sorted(results, key=lambda r: (r["dataset"], r["encoder"], r["max_len"])):
+        lines.append(f"| {r['dataset']} | {r['encoder']} ({r['tokenizer_class']}) | {r['max_len']} | {r['docs']:,} | "
+                     f"{r['bare_docs_per_s']:,.0f} | {r['cache_docs_per_s']:,.0f} | {r['ratio']:.2f} | "
+                     f"{r['load_avg_1m']:.2f} on {r.get('cpus', '?')} cores |")
+    return "\n".join(lines) + f"\n\nTarget: ratio at most {TARGET_RATIO}x."
+
+
 def _run(options: BenchOptions) -> dict[str, Any]:
-    return bench_tokenise(options.dataset or "synth-eurlex4k")
+    return run_with_readme(options, "tokenise", lambda: bench_tokenise(options.dataset or "synth-eurlex4k"),
+                           lambda r: f"{Path(r['dataset']).name}-{r['encoder']}-{r['max_len']}", markdown_table)
 
 
 BENCHMARKS.register("tokenise", Benchmark(
     "tokenise", "token cache build against a bare batched call of the same fast tokenizer",
-    _run, format_bench, default_dataset="synth-eurlex4k"))
+    _run, format_bench, default_dataset="synth-eurlex4k", writes_readme=True))

@@ -133,4 +133,5 @@ def _run(options: BenchOptions) -> dict[str, Any]:
 
 BENCHMARKS.register("tree-memory", Benchmark(
     "tree-memory", "the tree baseline's peak memory, time and P@k for a grid of configs (--components: "
-    f"{', '.join(GRID)})", _run, format_bench, default_dataset="synth-amazon670k"))
+    f"{', '.join(GRID)})", _run, format_bench, default_dataset="synth-amazon670k",
+    writes_readme=True))

@@ -29,8 +29,8 @@ def add_commands(sub) -> None:
     p.add_argument("--timeout", type=float, default=None,
                    help="scaling: seconds per point (default 1800); tree-memory: per run (default 4 h)")
     p.add_argument("--readme", action="store_true",
-                   help="scaling, tree-memory, pipeline, throughput: rewrite the README's block (scaling alone: from "
-                        "the CSV, measuring nothing)")
+                   help="rewrite the benchmark's README block from its saved results under results/NAME/ (an "
+                        "error names the benchmarks that have one; scaling alone: from the CSV, measuring nothing)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -42,9 +42,9 @@ def cmd_bench(args) -> int:
     if args.what not in ("scaling", "tree-memory") and (args.sizes or args.components or args.timeout is not None):
         raise UserError("--sizes, --components and --timeout are options of 'bench scaling' and "
                         "'bench tree-memory' only")
-    if args.readme and args.what not in ("scaling", "tree-memory", "pipeline", "throughput"):
-        raise UserError("--readme is an option of 'bench scaling', 'bench tree-memory', 'bench pipeline' and "
-                        "'bench throughput' only")
+    if args.readme and not bench.writes_readme:
+        writers = [name for name, other in benchmarks.load_all().items() if other.writes_readme]
+        raise UserError(f"--readme: 'bench {args.what}' writes no README block; those that do: {', '.join(writers)}")
     if args.label_top_k is not None:
         if args.what not in ("cluster", "pipeline"):
             raise UserError("--label-top-k is an option of 'bench cluster' and 'bench pipeline' only")

@@ -145,3 +145,62 @@ def test_the_cluster_bench_keys_its_result_by_dataset_and_top_k(tiny_dataset, tm
     row = [line for line in readme_text(readme, *readme_markers("cluster")).splitlines()
            if line.startswith(f"| {tiny_dataset.name} |")]
     assert len(row) == 1 and f"| {result['n_labels']:,} |" in row[0] and "| 8 |" in row[0]
+
+
+def test_markers_are_checked_before_the_measurement(tmp_path, monkeypatch):
+    from xmlbench import paths
+    from xmlbench.benchmarks import run_with_readme
+
+    (tmp_path / "README.md").write_text("no markers\n")
+    monkeypatch.setattr(paths, "CHECKOUT_ROOT", tmp_path)
+    measured = []
+    with pytest.raises(UserError, match="has no block between"):
+        run_with_readme(benchmarks.BenchOptions(extra={"readme": True}), "demo",
+                        lambda: measured.append(1) or {"key": "a", "value": 1}, lambda r: r["key"], _rows)
+    assert measured == [] and not (tmp_path / "results").exists()
+    (tmp_path / "README.md").unlink()
+    with pytest.raises(UserError, match="--readme: no .*README.md"):
+        run_with_readme(benchmarks.BenchOptions(extra={"readme": True}), "demo", lambda: {}, str, _rows)
+
+
+def test_a_saved_result_the_table_cannot_show_is_named_and_nothing_is_written(tmp_path):
+    readme, folder = _readme(tmp_path, "demo"), tmp_path / "results" / "demo"
+    folder.mkdir(parents=True)
+    (folder / "old.json").write_text('{"key": "old"}\n')  # an older result without the "value" column
+    before = readme.read_text()
+    with pytest.raises(UserError, match=r"old\.json: cannot be shown in the README block .*'value'"):
+        save_result_and_readme({"key": "a", "value": 1}, folder / "a.json", _rows, readme, MARKERS)
+    assert not (folder / "a.json").exists() and readme.read_text() == before
+
+
+@pytest.mark.parametrize("name", ["metrics", "tokenise", "cluster"])
+def test_the_committed_block_is_the_table_of_the_committed_results(name):
+    """A block edited by hand, or a result file changed without rewriting the block, fails here."""
+    import importlib
+
+    from xmlbench.io import read_json
+
+    module = importlib.import_module(f"xmlbench.benchmarks.{name}")
+    saved = [read_json(p) for p in sorted((CHECKOUT_ROOT / "results" / name).glob("*.json"))]
+    assert saved, f"results/{name}/ holds no result"
+    block = readme_text(CHECKOUT_ROOT / "README.md", module.README_BEGIN, module.README_END)
+    assert block.strip() == module.markdown_table(saved).strip()
+
+
+def test_the_load_is_read_before_the_bench_works(tiny_dataset, monkeypatch):
+    """The bench's own work raises the load average; the row must carry the neighbours' load."""
+    import os
+
+    from xmlbench.benchmarks import tokenise
+
+    readings = iter([0.25] + [1.75] * 100)
+    monkeypatch.setattr(os, "getloadavg", lambda: (next(readings), 0.0, 0.0))
+    result = tokenise.bench_tokenise(str(tiny_dataset), max_len=16, max_docs=10)
+    assert result["load_avg_1m"] == 0.25
+
+
+def test_metrics_refuses_a_dataset():
+    from xmlbench.benchmarks import metrics
+
+    with pytest.raises(UserError, match="bench metrics takes no dataset"):
+        metrics._run(benchmarks.BenchOptions(dataset="eurlex4k"))

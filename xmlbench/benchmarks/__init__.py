@@ -78,7 +78,10 @@ def load_all() -> Registry[Benchmark]:
 
 
 def readme_text(readme: Path, begin_marker: str, end_marker: str) -> str:
-    """What the README's block holds now (UserError if its markers are missing)."""
+    """What the README's block holds now (UserError if the README or its markers are missing)."""
+    if not readme.is_file():
+        raise UserError(f"--readme: no {readme}; it rewrites the README of a checkout (git clone, then "
+                        "./run.sh xmlbench bench ... --readme)")
     content = readme.read_text(encoding="utf-8")
     begin, end = content.find(begin_marker), content.find(end_marker)
     if begin < 0 or end < begin:
@@ -106,14 +109,29 @@ def save_result_and_readme(result: dict[str, Any], path: Path, table: Callable[[
     """Save ``result`` as ``path`` (a JSON file), then rebuild the README's block between ``markers`` from
     every result saved in that folder: a block holds one row per configuration measured, each as it was
     last measured, and is never typed. The markers are checked first: a README without them costs no file."""
-    from xmlbench.io import read_json, write_json
+    from xmlbench.io import write_json
 
     readme_text(readme, *markers)
+    files = sorted({*path.parent.glob("*.json"), path})  # in file order, whichever was measured last
+    block = table([result if p == path else _renderable(p, table) for p in files])  # before writing anything
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, result)
-    saved = [read_json(p) for p in sorted(path.parent.glob("*.json"))]
-    write_readme_block(readme, table(saved), *markers)
+    write_readme_block(readme, block, *markers)
     return path
+
+
+def _renderable(path: Path, table: Callable[[list[dict[str, Any]]], str]) -> dict[str, Any]:
+    """A saved result that its table can show (UserError naming the file otherwise, e.g. one saved by an
+    older version without a column the table now has)."""
+    from xmlbench.io import read_json_object
+
+    result = read_json_object(path)
+    try:
+        table([result])
+    except (KeyError, TypeError, ValueError) as error:
+        raise UserError(f"{path}: cannot be shown in the README block ({type(error).__name__}: {error}); "
+                        "measure it again or delete it") from None
+    return result
 
 
 def run_with_readme(options: BenchOptions, name: str, measure: Callable[[], dict[str, Any]],

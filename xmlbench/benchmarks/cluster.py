@@ -89,10 +89,10 @@ def bench_cluster_dataset(dataset: str = "synth-amazon670k", leaf_size: int = 10
     tfidf_seconds, (_, docs) = _time(lambda: fit_tfidf(ds.train, max_features=max_features))
     feature_seconds, features = _time(lambda: label_features(docs, ds.train.labels, top_k=top_k))
     docs = None  # the document matrix is not needed for the clustering itself; free it first
-    n_docs = (len(ds.train), len(ds.test))
+    n_docs, name = (len(ds.train), len(ds.test)), ds.name
     ds = None  # nor are the texts
     report = bench_cluster(features, leaf_size=leaf_size, seed=seed)
-    report.update(dataset=dataset, n_train=n_docs[0], n_test=n_docs[1], tfidf_seconds=tfidf_seconds,
+    report.update(dataset=name, n_train=n_docs[0], n_test=n_docs[1], tfidf_seconds=tfidf_seconds,
                   label_feature_seconds=feature_seconds, label_feature_top_k=top_k, load_avg_1m=load_before)
     return report
 
@@ -355,7 +355,7 @@ def _run(options: BenchOptions) -> dict[str, Any]:
 
     def key(result: dict[str, Any]) -> str:
         top_k = result["label_feature_top_k"]
-        return Path(result["dataset"]).name + (f"-top{top_k}" if top_k else "")
+        return result["dataset"] + (f"-top{top_k}" if top_k else "")
 
     return run_with_readme(options, "cluster", measure, key, markdown_table)
 

@@ -5,7 +5,7 @@
 hit in three) and times:
 
 * ``evaluate`` with every family at k = 1, 3, 5 and propensities (warm: best of ``REPEATS`` after a
-  warm-up; a call takes ~10 ms, and on a shared machine the best of many is the figure that means something);
+  warm-up; a call takes 9-16 ms, and on a shared machine the best of many is the figure that means something);
 * the yardstick ``precision_only_kernel`` (P@5 only) on the same data, same protocol, and the ratio;
 * the first ``evaluate`` in a fresh Python process (import of xmlbench.metrics + first call), once with
   the normal numba cache (warm after the in-process warm-up) and once with an empty cache (compiling).
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from xmlbench.benchmarks import BENCHMARKS, Benchmark, BenchOptions, readme_markers, run_with_readme
+from xmlbench.errors import UserError
 from xmlbench.paths import CHECKOUT_ROOT
 
 README_BEGIN, README_END = readme_markers("metrics")
@@ -262,6 +263,8 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def _run(options: BenchOptions) -> dict:
+    if options.dataset:
+        raise UserError("bench metrics takes no dataset (it builds an Amazon-670K-shaped problem of its own)")
     return run_with_readme(options, "metrics", bench_metrics,
                            lambda r: f"amazon670k-shape-{r['threads']}-threads", markdown_table)
 

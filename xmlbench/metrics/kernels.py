@@ -9,7 +9,7 @@ Speed, per row: the predictions are matched against the (sorted) true labels by 
 one bit mask (no data-dependent branches; binary search for rows of more than ``LINEAR_ROW`` labels); the
 best achievable propensity scores come from a sorting network over the row's weights, which a tight loop
 per chunk has gathered beforehand (the random reads into the megabytes of weights are the costly part).
-Together this takes 1.3-1.9x the time of the binary-search P@k yardstick ``precision_only_kernel``,
+Together this takes 1.3-2.2x the time of the binary-search P@k yardstick ``precision_only_kernel``,
 depending on the machine and its neighbours (``xmlbench bench metrics``); without propensities it is
 faster than the yardstick, so the propensity-scored families are most of the difference.
 

@@ -45,14 +45,14 @@ def test_pipeline_run_folders_differ_by_their_options(tiny_dataset, tmp_path, mo
 
 
 def test_the_readme_block_is_built_from_the_saved_results(tiny_dataset, tmp_path):
-    from xmlbench.benchmarks.pipeline import README_BEGIN, README_END, save_result, write_readme
+    from xmlbench.benchmarks.pipeline import README_BEGIN, README_END, save_result
 
     report = bench_pipeline(str(tiny_dataset), steps=1, out=str(tmp_path / "pipeline-tiny-test5"), test_docs=5)
-    saved = save_result(report, tmp_path / "results")
-    assert saved.name == "tiny-test5.json"
+    assert save_result(report, tmp_path / "results").name == "tiny-test5.json"  # saved without --readme too
     readme = tmp_path / "README.md"
     readme.write_text(f"before\n{README_BEGIN}\nold\n{README_END}\nafter\n")
-    write_readme(readme, tmp_path / "results")
+    saved = save_result(report, tmp_path / "results", readme)
+    assert saved.name == "tiny-test5.json"
     text = readme.read_text()
     assert "old" not in text and text.startswith("before\n") and text.endswith("after\n")
     row = [line for line in text.splitlines() if line.startswith("| tiny |")]

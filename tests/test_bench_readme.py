@@ -108,7 +108,7 @@ def test_the_tokenise_row_carries_the_measured_figures():
 def test_the_cluster_row_says_what_became_of_pecos(pecos, cell):
     from xmlbench.benchmarks.cluster import markdown_table
 
-    report = {"dataset": "/data/synth-amazon670k", "n_labels": 670_091, "vocab": 200_000, "nnz": 64_000_000,
+    report = {"dataset": "synth-amazon670k", "n_labels": 670_091, "vocab": 200_000, "nnz": 64_000_000,
               "label_feature_top_k": None, "tfidf_seconds": 40.0, "label_feature_seconds": 12.0, "seconds": 27.0,
               "rss_increase_mb": 900.0, "n_leaves": 8192, "leaf_min": 81, "leaf_max": 82, "pecos": pecos,
               "ratio_vs_pecos": 27.0 / 62.5, "peak_rss_mb": 4096.0, "load_avg_1m": 0.1, "cpus": 2, "threads": 2}
@@ -173,7 +173,7 @@ def test_a_saved_result_the_table_cannot_show_is_named_and_nothing_is_written(tm
     assert not (folder / "a.json").exists() and readme.read_text() == before
 
 
-@pytest.mark.parametrize("name", ["metrics", "tokenise", "cluster"])
+@pytest.mark.parametrize("name", ["metrics", "tokenise", "cluster", "pipeline"])
 def test_the_committed_block_is_the_table_of_the_committed_results(name):
     """A block edited by hand, or a result file changed without rewriting the block, fails here."""
     import importlib

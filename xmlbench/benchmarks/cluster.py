@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numba
@@ -340,7 +339,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in sorted(results, key=lambda r: (r["n_labels"], str(r.get("dataset")), r.get("label_feature_top_k") or 0)):
         lines.append(
-            f"| {Path(str(r.get('dataset', 'random'))).name} | {r['n_labels']:,} | {r['vocab']:,} | {r['nnz']:,} | "
+            f"| {r.get('dataset', 'random features')} | {r['n_labels']:,} | {r['vocab']:,} | {r['nnz']:,} | "
             f"{r.get('label_feature_top_k') or 'all'} | {r.get('tfidf_seconds', 0):.1f} | "
             f"{r.get('label_feature_seconds', 0):.1f} | {r['seconds']:.1f} | {r['rss_increase_mb']:,.0f} | "
             f"{r['n_leaves']:,} of {r['leaf_min']}-{r['leaf_max']} | {pecos_cell(r)} | "

@@ -66,11 +66,15 @@ STAGES = (("load", "load"), ("fit.prepare", "clustering"), ("fit.tokenise", "tok
           ("predict_test", "predict test"))
 
 
-def save_result(result: dict[str, Any], results_dir: Path) -> Path:
-    """results/pipeline/<dataset>[-options].json, machine-written; the README block is built from these."""
+def save_result(result: dict[str, Any], results_dir: Path, readme: Path | None = None) -> Path:
+    """results/pipeline/<dataset>[-options].json, machine-written, and with ``readme`` the README block
+    rebuilt from every result saved there (a run this long is saved with or without ``--readme``)."""
+    from xmlbench.benchmarks import save_result_and_readme
     from xmlbench.io import write_json
 
     path = results_dir / "pipeline" / f"{Path(result['run_dir']).name.removeprefix('pipeline-')}.json"
+    if readme is not None:
+        return save_result_and_readme(result, path, markdown_table, readme, (README_BEGIN, README_END))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, result)
     return path
@@ -88,15 +92,6 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
                      f"{r['steps']} | {times} | {r['peak_rss_gb']:.2f} | "
                      f"{r.get('load_avg_1m', '')} |")
     return "\n".join(lines)
-
-
-def write_readme(readme: Path, results_dir: Path) -> None:
-    import json
-
-    from xmlbench.benchmarks import write_readme_block
-
-    results = [json.loads(p.read_text()) for p in sorted((results_dir / "pipeline").glob("*.json"))]
-    write_readme_block(readme, markdown_table(results), README_BEGIN, README_END)
 
 
 def first_test_documents(folder: Path, n: int, out: Path) -> Path:
@@ -150,9 +145,7 @@ def _run(options) -> dict[str, Any]:
         readme_text(readme, README_BEGIN, README_END)  # its markers are there, before the run rather than after
     result = bench_pipeline(options.dataset or "synth-amazon670k", steps=options.steps,
                             label_top_k=options.extra.get("label_top_k"), test_docs=options.extra.get("test_docs"))
-    result["saved"] = str(save_result(result, CHECKOUT_ROOT / "results"))
-    if readme is not None:
-        write_readme(readme, CHECKOUT_ROOT / "results")
+    result["saved"] = str(save_result(result, CHECKOUT_ROOT / "results", readme))
     return result
 
 

@@ -105,7 +105,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
 
 def _run(options: BenchOptions) -> dict[str, Any]:
     return run_with_readme(options, "tokenise", lambda: bench_tokenise(options.dataset or "synth-eurlex4k"),
-                           lambda r: f"{Path(r['dataset']).name}-{r['encoder']}-{r['max_len']}", markdown_table)
+                           lambda r: f"{r['dataset']}-{r['encoder']}-{r['max_len']}", markdown_table)
 
 
 BENCHMARKS.register("tokenise", Benchmark(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import platform
 
 import numba
 import numpy as np
@@ -10,8 +11,9 @@ import pytest
 import scipy.sparse as sp
 
 from xmlbench.errors import UserError
-from xmlbench.metrics import METRICS, evaluate, metric_key, parse_metric_names
+from xmlbench.metrics import METRICS, evaluate, kernels, metric_key, parse_metric_names
 from xmlbench.metrics.kernels import CHUNK_ROWS, _sort8_descending, precision_only_kernel, rank_sums
+from xmlbench.metrics.prefetch import prefetch
 from xmlbench.metrics.propensity import inv_propensity
 
 FAMILIES = ("P", "nDCG", "R")
@@ -284,6 +286,36 @@ def test_sorting_network_sorts_every_zero_one_input():
         out = _sort8_descending(*[float((mask >> t) & 1) for t in range(8)])
         assert all(a >= b for a, b in zip(out, out[1:])), mask
         assert sum(out) == bin(mask).count("1")
+
+
+@numba.njit(cache=False)
+def _sum_with_hints(values, far):
+    total = 0.0
+    for i in range(values.shape[0]):
+        prefetch(values, i + far)  # far beyond the array: a hint must never fault
+        total += values[i]
+    return total
+
+
+def test_prefetch_changes_nothing_and_reaches_the_machine_code():
+    values = np.arange(1000, dtype=np.float64)
+    assert _sum_with_hints(values, 10**9) == values.sum()
+    assert _sum_with_hints(values, -(10**9)) == values.sum()
+    sig = _sum_with_hints.signatures[0]
+    assert "call void @llvm.prefetch" in _sum_with_hints.inspect_llvm(sig)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert "prefetcht0" in _sum_with_hints.inspect_asm(sig)
+
+
+def test_kernel_prefetches_the_weights_of_rows_ahead():
+    # The speed of the propensity families rests on it (xmlbench bench metrics); the values cannot show
+    # it, so check the compiled row loop (an uncached compile: numba does not show cached code).
+    topk, truth, _, w = random_case(2, n=30)
+    row_loop = numba.njit(cache=False)(kernels._sum_rows.py_func)
+    tables = (np.zeros((5, 6)), np.zeros(5), np.zeros((5, 6)), np.zeros((5, 6)))
+    indptr, indices = truth.indptr.astype(np.int32), truth.indices.astype(np.int32)
+    row_loop(topk.astype(np.int32), indptr, indices, 5, w, True, 0, 30, *tables)
+    assert "call void @llvm.prefetch" in row_loop.inspect_llvm(row_loop.signatures[0])
 
 
 # ---------------------------------------------------------------- errors

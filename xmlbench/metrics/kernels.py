@@ -7,11 +7,12 @@ normalisation) are documented in :mod:`xmlbench.metrics`.
 
 Speed, per row: the predictions are matched against the (sorted) true labels by comparing every pair into
 one bit mask (no data-dependent branches; binary search for rows of more than ``LINEAR_ROW`` labels); the
-best achievable propensity scores come from a sorting network over the row's weights, which a tight loop
-per chunk has gathered beforehand (the random reads into the megabytes of weights are the costly part).
-Together this takes 1.3-2.2x the time of the binary-search P@k yardstick ``precision_only_kernel``,
-depending on the machine and its neighbours (``xmlbench bench metrics``); without propensities it is
-faster than the yardstick, so the propensity-scored families are most of the difference.
+best achievable propensity scores come from a sorting network over the row's weights. Those weights are
+random reads into megabytes (one per true label), the costly part: each row asks the cache for the weights
+of the labels ``PREFETCH_AHEAD`` positions on (see :mod:`xmlbench.metrics.prefetch`), so they arrive
+while the loop works on the rows between. With that, all families take about the time of the
+binary-search P@k yardstick ``precision_only_kernel`` (``xmlbench bench metrics``); without it they took
+1.3-2.2x, depending on how much of the weights the machine's neighbours had pushed out of the shared cache.
 
 Determinism: rows are cut into chunks whose size depends on n and k_max only, never on the thread count;
 each chunk sums its rows in order into its own slot and the slots are added in chunk order afterwards, so
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, parallel_chunksize, prange
+
+from xmlbench.metrics.prefetch import prefetch
 
 CHUNK_ROWS = 1024
 """Smallest number of rows per reduction chunk."""
@@ -35,6 +38,9 @@ LINEAR_ROW = 32
 """Rows with at most this many true labels are matched by a branch-free scan instead of binary search."""
 NETWORK_SIZE = 8
 """Rows with at most this many true labels sort their weights with a sorting network (no branches)."""
+PREFETCH_AHEAD = 128
+"""Each row prefetches the weights of the true labels this many CSR positions past its own end (~25 rows
+on): far enough for a trip to memory, near enough that the lines are still in cache when used."""
 
 
 @njit(cache=True)
@@ -124,22 +130,22 @@ def _sort8_descending(v0, v1, v2, v3, v4, v5, v6, v7):
 
 
 @njit(cache=True, inline="always")
-def _value_or_floor(values, start, end, t):
-    """values[start + t], or -inf past ``end`` (the read stays in bounds, so this needs no branch)."""
-    v = values[min(start + t, end - 1)]
+def _weight_or_floor(weights, indices, start, end, t):
+    """weights[indices[start + t]], or -inf past ``end`` (the read stays in the row, so needs no branch)."""
+    v = weights[indices[min(start + t, end - 1)]]
     return v if start + t < end else -np.inf
 
 
 @njit(cache=True)
-def _insert_largest(values, start, end, out) -> int:
-    """Largest ``len(out)`` of ``values[start:end]`` into ``out``, descending, by insertion.
+def _insert_largest(weights, indices, start, end, out) -> int:
+    """Largest ``len(out)`` of ``weights[indices[start:end]]`` into ``out``, descending, by insertion.
 
     Returns how many were written, min(len(out), end - start).
     """
     cap = out.shape[0]
     filled = 0
     for t in range(start, end):
-        v = values[t]
+        v = weights[indices[t]]
         if filled == cap:
             if v <= out[cap - 1]:
                 continue
@@ -155,8 +161,8 @@ def _insert_largest(values, start, end, out) -> int:
 
 
 @njit(cache=True, inline="always")
-def _add_best_of_short_row(values, start, end, m, ps_best) -> None:
-    """ps_best[r, m] += the (r+1)-th largest of ``values[start:end]`` (at most ``NETWORK_SIZE`` of them).
+def _add_best_of_short_row(weights, indices, start, end, m, ps_best) -> None:
+    """ps_best[r, m] += the (r+1)-th largest of ``weights[indices[start:end]]`` (at most ``NETWORK_SIZE``).
 
     A sorting network, then one add per table rank whether or not the row has that many values (adding
     0.0 changes no sum): the branchy insertion sort mispredicted on random weights, and a loop over the
@@ -165,14 +171,14 @@ def _add_best_of_short_row(values, start, end, m, ps_best) -> None:
     """
     n = end - start
     v0, v1, v2, v3, v4, v5, v6, v7 = _sort8_descending(
-        _value_or_floor(values, start, end, 0),
-        _value_or_floor(values, start, end, 1),
-        _value_or_floor(values, start, end, 2),
-        _value_or_floor(values, start, end, 3),
-        _value_or_floor(values, start, end, 4),
-        _value_or_floor(values, start, end, 5),
-        _value_or_floor(values, start, end, 6),
-        _value_or_floor(values, start, end, 7),
+        _weight_or_floor(weights, indices, start, end, 0),
+        _weight_or_floor(weights, indices, start, end, 1),
+        _weight_or_floor(weights, indices, start, end, 2),
+        _weight_or_floor(weights, indices, start, end, 3),
+        _weight_or_floor(weights, indices, start, end, 4),
+        _weight_or_floor(weights, indices, start, end, 5),
+        _weight_or_floor(weights, indices, start, end, 6),
+        _weight_or_floor(weights, indices, start, end, 7),
     )
     ranks = min(ps_best.shape[0], NETWORK_SIZE)  # ranks >= n add nothing; beyond 8 none has a value
     if ranks > 0:
@@ -193,17 +199,17 @@ def _add_best_of_short_row(values, start, end, m, ps_best) -> None:
         ps_best[7, m] += v7 if n > 7 else 0.0
 
 
-@njit(cache=True)
-def _gather(weights, indices, start, end):
-    """weights[indices[start:end]] as a new array.
+@njit(cache=True, inline="always")
+def _prefetch_weights_ahead(weights, indices, end, last) -> None:
+    """Prefetch the weights of the true labels at CSR positions end + PREFETCH_AHEAD - 7 .. + PREFETCH_AHEAD.
 
-    One tight loop keeps many of these random reads in flight at once; spread over the row loop, each
-    row waited for its own, and the reads into the megabytes of weights were the slowest part of the pass.
+    A fixed eight per row, so no loop whose length varies with the row (its exit would mispredict): rows
+    of up to eight labels leave no position unfetched, and a repeat costs one instruction. Positions stop
+    at ``last``, the matrix's final true label.
     """
-    out = np.empty(end - start, dtype=np.float64)
-    for t in range(start, end):
-        out[t - start] = weights[indices[t]]
-    return out
+    ahead = end + PREFETCH_AHEAD
+    for back in range(NETWORK_SIZE):
+        prefetch(weights, indices[min(ahead - back, last)])
 
 
 @njit(cache=True)
@@ -279,9 +285,7 @@ def _sum_rows(topk, indptr, indices, k_max, inv_prop, use_ps, lo, hi, hits, reca
     """Add rows lo..hi-1 into one chunk's tables (see ``rank_sums_kernel`` for their meaning)."""
     scan = min(k_max, topk.shape[1])  # ranks beyond the width are missing predictions: misses
     best = np.empty(k_max, dtype=np.float64)  # scratch, once per chunk rather than per row
-    base = indptr[lo]
-    # Weights of the chunk's true labels, row after row (true_w[t - base] belongs to indices[t]).
-    true_w = _gather(inv_prop, indices, base, indptr[hi]) if use_ps else np.empty(0, dtype=np.float64)
+    last = indptr[indptr.shape[0] - 1] - 1  # the final true label: only rows that have one use it
     for i in range(lo, hi):
         start = indptr[i]
         end = indptr[i + 1]
@@ -290,10 +294,11 @@ def _sum_rows(topk, indptr, indices, k_max, inv_prop, use_ps, lo, hi, hits, reca
             continue  # convention (c): counted in n by the caller, contributes 0 everywhere
         m = min(n_true, k_max)
         if use_ps:
+            _prefetch_weights_ahead(inv_prop, indices, end, last)
             if n_true <= NETWORK_SIZE:  # the common row
-                _add_best_of_short_row(true_w, start - base, end - base, m, ps_best)
+                _add_best_of_short_row(inv_prop, indices, start, end, m, ps_best)
             else:
-                n_best = _insert_largest(true_w, start - base, end - base, best)
+                n_best = _insert_largest(inv_prop, indices, start, end, best)
                 for r in range(n_best):
                     ps_best[r, m] += best[r]
         if scan > MASK_RANKS:
@@ -351,12 +356,12 @@ def metrics_from_rank_sums(hits, recall, ps_hits, ps_best, ks, n_rows: int) -> n
     """
     k_max = hits.shape[0]
     discount = 1.0 / np.log2(np.arange(k_max) + 2.0)
-    ideal = np.concatenate([[0.0], np.cumsum(discount)])  # ideal[m] = I(m)
+    ideal = np.concatenate([[1.0], np.cumsum(discount)])  # ideal[m] = I(m); I(0) = 0 would divide by 0,
+    # and column m = 0 of every table is empty (rows without labels add nothing), so any I(0) will do.
     m = np.arange(k_max + 1)
     out = np.zeros((5, len(ks)), dtype=np.float64)
     for j, k in enumerate(ks):
-        with np.errstate(divide="ignore", invalid="ignore"):  # column m = 0 is always empty
-            scale = np.nan_to_num(discount[:k, None] / ideal[np.minimum(k, m)][None, :], posinf=0.0)
+        scale = discount[:k, None] / ideal[np.minimum(k, m)][None, :]
         psp_den = ps_best[:k].sum()
         psn_den = (ps_best[:k] * scale).sum()
         if n_rows > 0:

@@ -204,3 +204,19 @@ def test_metrics_refuses_a_dataset():
 
     with pytest.raises(UserError, match="bench metrics takes no dataset"):
         metrics._run(benchmarks.BenchOptions(dataset="eurlex4k"))
+
+
+def test_a_write_cut_short_before_the_rename_leaves_the_old_readme_whole(tmp_path, monkeypatch):
+    # The block goes to a temporary file renamed over the README: stop it at the rename (a kill there)
+    # and the README is the old one, with no temporary file left beside it.
+    readme = _readme(tmp_path, "demo")
+    before = readme.read_text()
+
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        benchmarks.write_readme_block(readme, "| new |", *MARKERS)
+    assert readme.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]

@@ -90,13 +90,18 @@ def readme_text(readme: Path, begin_marker: str, end_marker: str) -> str:
 
 
 def write_readme_block(readme: Path, text: str, begin_marker: str, end_marker: str) -> None:
-    """Replace what lies between the README's markers (UserError if they are missing)."""
+    """Replace what lies between the README's markers (UserError if they are missing).
+
+    Written to a temporary file and renamed over the README, so a kill mid-write leaves the old one whole.
+    """
+    from xmlbench.io import write_text
+
     content = readme.read_text(encoding="utf-8")
     begin, end = content.find(begin_marker), content.find(end_marker)
     if begin < 0 or end < begin:
         raise UserError(f"{readme} has no block between {begin_marker!r} and {end_marker!r}")
     new = content[:begin + len(begin_marker)] + "\n" + text.rstrip() + "\n" + content[end:]
-    readme.write_text(new, encoding="utf-8")
+    write_text(readme, new)
 
 
 def readme_markers(name: str) -> tuple[str, str]:

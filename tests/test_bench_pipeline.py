@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from xmlbench.benchmarks.pipeline import bench_pipeline, first_test_documents
@@ -24,12 +26,18 @@ def test_pipeline_with_a_test_subset_and_top_k_label_features(tiny_dataset, tmp_
     asked = []
     real = clustering.label_features
     monkeypatch.setattr(clustering, "label_features", lambda X, Y, top_k=None: asked.append(top_k) or real(X, Y, top_k))
+    from xmlbench.runs import runner
+
+    ran, real_run = [], runner.run  # the run's own work raises the load: the row keeps the one before
+    monkeypatch.setattr(runner, "run", lambda opts: ran.append(1) or real_run(opts))
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.75 if ran else 0.25, 0.0, 0.0))
     report = bench_pipeline(str(tiny_dataset), steps=2, out=str(tmp_path / "run"), label_top_k=16, test_docs=9)
     assert report["test_docs"] == 9 and report["steps"] == 2 and report["label_feature_top_k"] == 16
     assert report["label_embedding_update"] == "dense"  # auto, far below the sparse threshold
     assert report["stages_s"]["predict_test"] > 0 and report["peak_rss_gb"] > 0
     assert asked == [16]  # the clustering used the top-16 features
     assert report["run_dir"].endswith("run")
+    assert report["load_avg_1m"] == 0.25
 
 
 def test_pipeline_run_folders_differ_by_their_options(tiny_dataset, tmp_path, monkeypatch):

@@ -99,6 +99,15 @@ def test_a_stopped_point_says_during_which_phase(monkeypatch):
     assert scaling.last_phase("no marks here") == ""
 
 
+def test_a_point_records_the_load_before_its_child_ran(monkeypatch):
+    # The child's own work raises the load average; the row must carry the neighbours' load.
+    ran = []
+    monkeypatch.setattr(scaling.os, "getloadavg", lambda: (1.75 if ran else 0.25, 0.0, 0.0))
+    monkeypatch.setattr(scaling, "run_child", lambda *a, **k: ran.append(1) or ("stopped", 20.1, "", "", -9))
+    rows = scaling.run_point("tree-lowmem", "4k", timeout_s=60)
+    assert [r["load_avg_1m"] for r in rows] == [0.25, 0.25]
+
+
 def test_one_metrics_point_in_process():
     (row,) = scaling.measure("metrics", 2_000)
     assert row["component"] == "metrics" and row["seconds"] > 0 and math.isfinite(row["seconds"])

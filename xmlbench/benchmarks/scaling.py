@@ -228,8 +228,8 @@ def run_point(component: str, size: str, timeout_s: float, max_rss_gb: float = M
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CHECKOUT_ROOT), env.get("PYTHONPATH")) if p)
     code = f"from xmlbench.benchmarks.scaling import _child_main; _child_main({component!r}, {n_labels})"
+    load = os.getloadavg()[0]  # before the child's own work raises it: the neighbours' load
     status, peak, out, err, returncode = run_child([sys.executable, "-c", code], env, timeout_s, max_rss_gb)
-    load = os.getloadavg()[0]
     base = {"size": size, "n_labels": n_labels, "load_avg_1m": round(load, 2)}
     names = _ROWS_OF_JOB[component]
     if status == "ok" and returncode != 0:

@@ -5,7 +5,7 @@
 hit in three) and times:
 
 * ``evaluate`` with every family at k = 1, 3, 5 and propensities (warm: best of ``REPEATS`` after a
-  warm-up; a call takes 7-11 ms on 2 cores, and on a shared machine the best of many is the figure that
+  warm-up; a call takes 7-12 ms on 2 cores, and on a shared machine the best of many is the figure that
   means something);
 * the yardstick ``precision_only_kernel`` (P@5 only) on the same data, same protocol, and the ratio;
 * the first ``evaluate`` in a fresh Python process (import of xmlbench.metrics + first call), once with

@@ -10,9 +10,10 @@ one bit mask (no data-dependent branches; binary search for rows of more than ``
 best achievable propensity scores come from a sorting network over the row's weights. Those weights are
 random reads into megabytes (one per true label), the costly part: each row asks the cache for the weights
 of the labels ``PREFETCH_AHEAD`` positions on (see :mod:`xmlbench.metrics.prefetch`), so they arrive
-while the loop works on the rows between. With that, all families take about the time of the
-binary-search P@k yardstick ``precision_only_kernel`` (``xmlbench bench metrics``); without it they took
-1.3-2.2x, depending on how much of the weights the machine's neighbours had pushed out of the shared cache.
+while the loop works on the rows between. With that, all families take 1.1-1.5x the time of the
+binary-search P@k yardstick ``precision_only_kernel`` on a shared 2-core machine (``xmlbench bench
+metrics``; 13.0 against 12.5 ms on one thread, taking turns); without it they took 1.3-2.2x, more when
+(we infer) the machine's neighbours had pushed the weights out of the shared cache.
 
 Determinism: rows are cut into chunks whose size depends on n and k_max only, never on the thread count;
 each chunk sums its rows in order into its own slot and the slots are added in chunk order afterwards, so
@@ -357,7 +358,8 @@ def metrics_from_rank_sums(hits, recall, ps_hits, ps_best, ks, n_rows: int) -> n
     k_max = hits.shape[0]
     discount = 1.0 / np.log2(np.arange(k_max) + 2.0)
     ideal = np.concatenate([[1.0], np.cumsum(discount)])  # ideal[m] = I(m); I(0) = 0 would divide by 0,
-    # and column m = 0 of every table is empty (rows without labels add nothing), so any I(0) will do.
+    # and column m = 0 of the kernel's tables is always empty (m = min(|y|, k_max) >= 1 for every row
+    # that adds anything), so any I(0) gives the same sums. Tables with entries there are not valid input.
     m = np.arange(k_max + 1)
     out = np.zeros((5, len(ks)), dtype=np.float64)
     for j, k in enumerate(ks):

@@ -212,6 +212,18 @@ def test_bench_reports_and_formats(features):
     assert "16 leaves" in text and "PECOS: not run" in text
 
 
+def test_bench_reports_the_load_before_it_clusters(features, monkeypatch):
+    # The clustering's own threads raise the load average; the report must carry the neighbours' load.
+    import os
+
+    from xmlbench.benchmarks import cluster
+
+    ran, real = [], cluster.balanced_clusters
+    monkeypatch.setattr(cluster, "balanced_clusters", lambda *a, **k: ran.append(1) or real(*a, **k))
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.75 if ran else 0.25, 0.0, 0.0))
+    assert bench_cluster(features, leaf_size=100, seed=0, compare_pecos=False)["load_avg_1m"] == 0.25
+
+
 def test_format_reports_a_failed_pecos(features):
     report = bench_cluster(features, leaf_size=100, seed=0, compare_pecos=False)
     report["pecos"] = {"error": "AttributeError: no sputils"}

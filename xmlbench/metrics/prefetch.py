@@ -38,4 +38,3 @@ def prefetch(typingctx, array, index):
         return context.get_dummy_value()
 
     return sig, codegen
-

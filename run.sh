@@ -6,6 +6,9 @@
 #   ./run.sh test                      the whole test suite
 #   ./run.sh <dataset> [what] [args]   what: lightxml (default), ablations, baselines, ensemble, smoke
 #   ./run.sh xmlbench <args>           the xmlbench command line itself
+#
+# XMLBENCH_PYTHON=python3 ./run.sh ...  runs with that interpreter as it is (no .venv, no pip): for an
+# image or environment that already holds torch with CUDA and the other requirements, offline included
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -21,7 +24,37 @@ usage() {
   echo "          (synth-eurlex4k, synth-amazon670k, small, tiny) or a dataset folder"
 }
 
+# The modules the package imports, checked when XMLBENCH_PYTHON is used instead of the .venv.
+REQUIRED_MODULES="torch transformers numpy scipy sklearn numba tqdm safetensors"
+
+use_given_python() {
+  local py="$XMLBENCH_PYTHON" missing
+  if ! command -v "$py" >/dev/null 2>&1; then
+    echo "run.sh: XMLBENCH_PYTHON=$py: no such interpreter; give a path or a name on PATH, or unset it to use .venv" >&2
+    exit 2
+  fi
+  missing="$("$py" -c 'import importlib.util, sys
+print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))' $REQUIRED_MODULES 2>/dev/null)" || {
+    echo "run.sh: XMLBENCH_PYTHON=$py does not run Python; give a Python 3 interpreter, or unset it to use .venv" >&2
+    exit 2
+  }
+  if [ -n "$missing" ]; then
+    echo "run.sh: XMLBENCH_PYTHON=$py lacks $missing; install them into it (pip install -e .), or unset it to use .venv" >&2
+    exit 2
+  fi
+  # the checkout itself is the package: nothing is installed
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  PY="$py"
+  XMLBENCH=("$py" -m xmlbench)
+}
+
 setup() {
+  if [ -n "${XMLBENCH_PYTHON:-}" ]; then
+    use_given_python
+    return
+  fi
+  PY="$VENV/bin/python"
+  XMLBENCH=("$VENV/bin/xmlbench")
   local stamp="$VENV/.xmlbench-setup"
   local want
   want="$(cat pyproject.toml; echo "$TORCH_SPEC")"
@@ -48,17 +81,17 @@ case "$cmd" in
     shift
     setup
     # pytest exits 5 when it collected no test: that is a failure here, as is any other non-zero code.
-    exec "$VENV/bin/python" -m pytest "$@"
+    exec "$PY" -m pytest "$@"
     ;;
   demo)
     shift
     setup
-    exec "$VENV/bin/xmlbench" demo "$@"
+    exec "${XMLBENCH[@]}" demo "$@"
     ;;
   xmlbench)
     shift
     setup
-    exec "$VENV/bin/xmlbench" "$@"
+    exec "${XMLBENCH[@]}" "$@"
     ;;
   *)
     dataset="$1"
@@ -67,11 +100,11 @@ case "$cmd" in
     [ $# -gt 0 ] && shift
     setup
     case "$what" in
-      lightxml) exec "$VENV/bin/xmlbench" train "$dataset" --model lightxml "$@" ;;
-      smoke) exec "$VENV/bin/xmlbench" train "$dataset" --model lightxml --preset smoke "$@" ;;
-      ablations) exec "$VENV/bin/xmlbench" ablate "$dataset" "$@" ;;
-      baselines) exec "$VENV/bin/xmlbench" baselines "$dataset" "$@" ;;
-      ensemble) exec "$VENV/bin/xmlbench" ensemble-train "$dataset" "$@" ;;
+      lightxml) exec "${XMLBENCH[@]}" train "$dataset" --model lightxml "$@" ;;
+      smoke) exec "${XMLBENCH[@]}" train "$dataset" --model lightxml --preset smoke "$@" ;;
+      ablations) exec "${XMLBENCH[@]}" ablate "$dataset" "$@" ;;
+      baselines) exec "${XMLBENCH[@]}" baselines "$dataset" "$@" ;;
+      ensemble) exec "${XMLBENCH[@]}" ensemble-train "$dataset" "$@" ;;
       *) echo "run.sh: unknown action '$what' (lightxml, smoke, ablations, baselines, ensemble)" >&2; exit 2 ;;
     esac
     ;;

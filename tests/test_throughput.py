@@ -1,7 +1,11 @@
 """``xmlbench bench throughput``: the FLOP count behind MFU, the epoch estimates, the clustered overhead, the
-README block, and one real CPU row per head (tiny encoder). No speed is asserted: the figures are reported."""
+README block, the sweep's order, its row-by-row saving and time budget, ``--from-saved``, and one real CPU
+row per head (tiny encoder). No speed is asserted: the figures are reported."""
 
 from __future__ import annotations
+
+import re
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -161,3 +165,113 @@ def test_the_readme_has_the_block_the_benchmark_writes():
     from xmlbench.paths import CHECKOUT_ROOT
 
     readme_text(CHECKOUT_ROOT / "README.md", tp.README_BEGIN, tp.README_END)  # raises without its markers
+
+
+def _measured(case):
+    return {**asdict(case), "status": "ok", "device": "NVIDIA H200", "precision": "bf16",
+            "train_docs_per_s": 100.0, "predict_docs_per_s": 1000.0, "mfu": 0.4, "peak_gpu_memory_gib": 5.0}
+
+
+def test_the_sweep_saves_each_row_as_it_finishes_so_a_kill_keeps_them(tmp_path, monkeypatch):
+    from xmlbench.io import read_json
+
+    cases = [tp.Case(512, "flat", 3956, 16), tp.Case(512, "clustered", 670_091, 16), tp.Case(128, "flat", 3956, 64)]
+    done = []
+
+    def run_then_die(case, *args):
+        if len(done) == 2:
+            raise KeyboardInterrupt  # what a kill in the third row leaves behind
+        done.append(case)
+        return _measured(case)
+
+    monkeypatch.setattr(tp, "run_case", run_then_die)
+    save = tmp_path / "throughput.json"
+    with pytest.raises(KeyboardInterrupt):
+        tp.sweep(steps=1, cases=cases, save=save)
+    saved = read_json(save)
+    assert [(r["max_len"], r["mode"]) for r in saved["rows"]] == [(512, "flat"), (512, "clustered")]
+    assert (saved["complete"], saved["cases"]) == (False, 3)
+    assert saved["overheads"] == [{"max_len": 512, "batch_size": 16, "overhead": 0.0}]
+    assert "The sweep was stopped after 2 of its 3 cases" in tp.format_rows(saved)
+
+
+def test_cases_not_started_within_the_budget_are_rows_that_say_so(monkeypatch):
+    clock = iter([0.0, 0.0, 30.0, 31.0])  # start; before case 1; before case 2 (past 20 s); before case 3
+    monkeypatch.setattr(tp.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(tp, "run_case", lambda case, *args: _measured(case))
+    cases = [tp.Case(512, "flat", 3956, 16), tp.Case(512, "clustered", 670_091, 16), tp.recipe_case("amazon670k")]
+    result = tp.sweep(steps=1, cases=cases, budget_s=20)
+    assert [r["status"] for r in result["rows"]] == ["ok", tp.NOT_RUN, tp.NOT_RUN]
+    assert result["complete"] and result["estimates"] == []  # the recipe row never ran: no estimate from it
+    table = tp.format_rows(result)
+    assert table.count(tp.NOT_RUN) == 2 and "stopped" not in table
+
+
+def test_the_sweep_puts_both_heads_at_both_lengths_and_the_recipes_first_and_compiles_last():
+    cases = tp.sweep_cases()
+    first = {(c.max_len, c.mode) for c in cases[:4]}
+    assert first == {(512, "flat"), (512, "clustered"), (128, "flat"), (128, "clustered")}
+    assert {c.recipe for c in cases[4:6]} == {"amazon670k", "wiki500k"}
+    compiled = [c for c in cases if c.compile]
+    assert {c.mode for c in compiled} == {"flat", "clustered"} and cases[-len(compiled):] == compiled
+
+
+def _checkout_with_readme(tmp_path, monkeypatch):
+    from xmlbench import paths
+
+    monkeypatch.setattr(paths, "CHECKOUT_ROOT", tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{tp.README_BEGIN}\nold\n{tp.README_END}\nafter\n")
+    return readme
+
+
+def test_from_saved_writes_the_block_of_a_sweep_run_elsewhere_without_measuring(tmp_path, monkeypatch, capsys):
+    from xmlbench.benchmarks import readme_text
+    from xmlbench.cli import main
+    from xmlbench.io import write_json
+
+    readme = _checkout_with_readme(tmp_path, monkeypatch)
+    monkeypatch.setattr(tp, "sweep", lambda **kw: pytest.fail("--from-saved measured"))
+    monkeypatch.setattr(tp, "run_case", lambda case, *args: _measured(case))
+    result = tp.summarise([_measured(tp.Case(512, "flat", 3956, 16))], 20, "bert-base-random", 13)
+    write_json(tmp_path / tp.RESULTS, result)
+    assert main(["bench", "throughput", "--from-saved", "--readme"]) == 0
+    block = readme_text(readme, tp.README_BEGIN, tp.README_END)
+    assert block.strip() == tp.format_rows(result).strip() and "| 512 | flat | 3,956 | 16 |" in block
+    assert "stopped after 1 of its 13 cases" in block and readme.read_text().endswith("after\n")
+
+
+@pytest.mark.parametrize("saved, message", [
+    (None, "--from-saved: no .*throughput.json; run `xmlbench bench throughput` on a GPU"),
+    ('{"device": "x", "encoder', "throughput.json: damaged or truncated"),
+    ('{"device": "", "encoder": "e", "steps": 1, "rows": [{"status": "ok"}], "estimates": [], "overheads": []}',
+     "throughput.json: damaged or not written by xmlbench: 'rows' must be a list of rows, each with max_len"),
+])
+def test_from_saved_without_a_good_saved_sweep_is_one_line(saved, message, tmp_path, monkeypatch, capsys):
+    from xmlbench.cli import main
+
+    readme = _checkout_with_readme(tmp_path, monkeypatch)
+    if saved is not None:
+        (tmp_path / tp.RESULTS).parent.mkdir(parents=True)
+        (tmp_path / tp.RESULTS).write_text(saved)
+    before = readme.read_text()
+    assert main(["bench", "throughput", "--from-saved", "--readme"]) != 0
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert readme.read_text() == before
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "metrics", "--from-saved"], "--from-saved is an option of 'bench throughput' only"),
+    (["bench", "metrics", "--timeout", "5"], "--timeout is an option of 'bench scaling', 'bench tree-memory'"),
+    (["bench", "throughput", "--timeout", "0"], "--timeout must be positive (seconds), got 0"),
+    (["bench", "scaling", "--timeout", "nan"], "--timeout must be positive (seconds), got nan"),
+    (["bench", "tree-memory", "--timeout", "-3"], "--timeout must be positive (seconds), got -3"),
+])
+def test_bench_option_errors_are_one_line(argv, message, capsys):
+    from xmlbench.cli import main
+
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

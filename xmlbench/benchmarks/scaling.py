@@ -401,8 +401,6 @@ def _run(options: BenchOptions) -> dict[str, Any]:
     sizes = parse_sizes(extra.get("sizes") or "4k,30k,130k")
     components = [] if only_readme else parse_components(extra.get("components") or ",".join(COMPONENTS))
     timeout_s = float(extra["timeout_s"]) if extra.get("timeout_s") is not None else 1800.0
-    if timeout_s <= 0:
-        raise UserError(f"--timeout must be positive, got {timeout_s:g}")
     readme = CHECKOUT_ROOT / "README.md" if extra.get("readme") else None
     return bench_scaling(sizes, components, CHECKOUT_ROOT / "results" / "scaling", timeout_s, readme)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from xmlbench import benchmarks
 from xmlbench.errors import UserError
@@ -27,7 +28,11 @@ def add_commands(sub) -> None:
                         "step-sparse (default all); "
                         "tree-memory: parallel3,serial3,serial1,serial1-100k,serial1-ct0.1,serial3-ct0.1 (default all)")
     p.add_argument("--timeout", type=float, default=None,
-                   help="scaling: seconds per point (default 1800); tree-memory: per run (default 4 h)")
+                   help="scaling: seconds per point (default 1800); tree-memory: per run (default 4 h); "
+                        "throughput: for the sweep, after which no new row starts (default none)")
+    p.add_argument("--from-saved", action="store_true",
+                   help="throughput: format (and with --readme, write) the sweep saved under results/throughput/, "
+                        "measuring nothing: for a sweep run on a GPU machine and copied here")
     p.add_argument("--readme", action="store_true",
                    help="rewrite the benchmark's README block from its saved results under results/NAME/ (an "
                         "error names the benchmarks that have one; scaling alone: from the CSV, measuring nothing)")
@@ -36,12 +41,18 @@ def add_commands(sub) -> None:
 
 def cmd_bench(args) -> int:
     bench = benchmarks.get(args.what)
-    extra = {"sizes": args.sizes, "components": args.components, "timeout_s": args.timeout, "readme": args.readme}
+    extra = {"sizes": args.sizes, "components": args.components, "timeout_s": args.timeout, "readme": args.readme,
+             "from_saved": args.from_saved}
     if args.what == "tree-memory" and args.sizes:
         raise UserError("--sizes is an option of 'bench scaling' only")
-    if args.what not in ("scaling", "tree-memory") and (args.sizes or args.components or args.timeout is not None):
-        raise UserError("--sizes, --components and --timeout are options of 'bench scaling' and "
-                        "'bench tree-memory' only")
+    if args.what not in ("scaling", "tree-memory") and (args.sizes or args.components):
+        raise UserError("--sizes and --components are options of 'bench scaling' and 'bench tree-memory' only")
+    if args.what not in ("scaling", "tree-memory", "throughput") and args.timeout is not None:
+        raise UserError("--timeout is an option of 'bench scaling', 'bench tree-memory' and 'bench throughput' only")
+    if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise UserError(f"--timeout must be positive (seconds), got {args.timeout:g}")
+    if args.from_saved and args.what != "throughput":
+        raise UserError("--from-saved is an option of 'bench throughput' only")
     if args.readme and not bench.writes_readme:
         writers = [name for name, other in benchmarks.load_all().items() if other.writes_readme]
         raise UserError(f"--readme: 'bench {args.what}' writes no README block; those that do: {', '.join(writers)}")

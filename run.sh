@@ -10,6 +10,10 @@
 # XMLBENCH_PYTHON=python3 ./run.sh ...  runs with that interpreter as it is (no .venv, no pip): for an
 # image or environment that already holds torch with CUDA and the other requirements, offline included
 set -euo pipefail
+# a relative XMLBENCH_PYTHON is the caller's, so it is made absolute before the cd below
+if [[ -n "${XMLBENCH_PYTHON:-}" && "$XMLBENCH_PYTHON" == */* && "$XMLBENCH_PYTHON" != /* ]]; then
+  XMLBENCH_PYTHON="$PWD/$XMLBENCH_PYTHON"
+fi
 cd "$(dirname "$0")"
 
 VENV="${XMLBENCH_VENV:-.venv}"
@@ -24,25 +28,37 @@ usage() {
   echo "          (synth-eurlex4k, synth-amazon670k, small, tiny) or a dataset folder"
 }
 
-# The modules the package imports, checked when XMLBENCH_PYTHON is used instead of the .venv.
+# The modules the package imports, checked when XMLBENCH_PYTHON is used instead of the .venv (pytest too for
+# ./run.sh test); the Python it needs is pyproject's requires-python.
 REQUIRED_MODULES="torch transformers numpy scipy sklearn numba tqdm safetensors"
+CHECK_PYTHON='import importlib.util, sys
+if sys.version_info < (3, 11):
+    print("xmlbench-check old", sys.version.split()[0])
+else:
+    print("xmlbench-check ok", *[m for m in sys.argv[1:] if importlib.util.find_spec(m) is None])'
 
 use_given_python() {
-  local py="$XMLBENCH_PYTHON" missing
+  local py="$XMLBENCH_PYTHON" report modules="$REQUIRED_MODULES"
+  [ "$cmd" = test ] && modules="$modules pytest"
   if ! command -v "$py" >/dev/null 2>&1; then
     echo "run.sh: XMLBENCH_PYTHON=$py: no such interpreter; give a path or a name on PATH, or unset it to use .venv" >&2
     exit 2
   fi
-  missing="$("$py" -c 'import importlib.util, sys
-print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))' $REQUIRED_MODULES 2>/dev/null)" || {
-    echo "run.sh: XMLBENCH_PYTHON=$py does not run Python; give a Python 3 interpreter, or unset it to use .venv" >&2
-    exit 2
-  }
-  if [ -n "$missing" ]; then
-    echo "run.sh: XMLBENCH_PYTHON=$py lacks $missing; install them into it (pip install -e .), or unset it to use .venv" >&2
-    exit 2
-  fi
-  # the checkout itself is the package: nothing is installed
+  # only a Python prints the marker: true, echo or a Python 2 do not
+  report="$("$py" -c "$CHECK_PYTHON" $modules 2>/dev/null | head -n 1)" || true
+  case "$report" in
+    "xmlbench-check ok") ;;
+    "xmlbench-check old "*)
+      echo "run.sh: XMLBENCH_PYTHON=$py is Python ${report#xmlbench-check old }; xmlbench needs 3.11 or newer" >&2
+      exit 2 ;;
+    "xmlbench-check ok "*)
+      echo "run.sh: XMLBENCH_PYTHON=$py lacks ${report#xmlbench-check ok }; install them into it (pip install -e .), or unset it to use .venv" >&2
+      exit 2 ;;
+    *)
+      echo "run.sh: XMLBENCH_PYTHON=$py does not run Python 3; give a Python 3.11+ interpreter, or unset it to use .venv" >&2
+      exit 2 ;;
+  esac
+  # the checkout itself is the package, ahead of any installed copy: nothing is installed
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   PY="$py"
   XMLBENCH=("$py" -m xmlbench)

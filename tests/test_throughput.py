@@ -242,11 +242,25 @@ def test_from_saved_writes_the_block_of_a_sweep_run_elsewhere_without_measuring(
     assert "stopped after 1 of its 13 cases" in block and readme.read_text().endswith("after\n")
 
 
+def _saved_with(row=None, **top):
+    import json
+
+    good = tp.summarise([_measured(tp.recipe_case("amazon670k"))], 20, "bert-base-random", 13)
+    good["rows"][0].update(row or {})
+    return json.dumps({**good, **top})
+
+
 @pytest.mark.parametrize("saved, message", [
     (None, "--from-saved: no .*throughput.json; run `xmlbench bench throughput` on a GPU"),
     ('{"device": "x", "encoder', "throughput.json: damaged or truncated"),
+    ('[1, 2]', "throughput.json: damaged: expected a JSON object"),
     ('{"device": "", "encoder": "e", "steps": 1, "rows": [{"status": "ok"}], "estimates": [], "overheads": []}',
      "throughput.json: damaged or not written by xmlbench: 'rows' must be a list of rows, each with max_len"),
+    (_saved_with({"status": 5}), r"its table cannot be made \(AttributeError"),
+    (_saved_with({"n_labels": "x"}), r"its table cannot be made \(ValueError"),
+    (_saved_with({"train_docs_per_s": "fast"}), r"its table cannot be made \(ValueError"),
+    (_saved_with(estimates=[{}]), r"its table cannot be made \(KeyError"),
+    (_saved_with(overheads=[1]), r"its table cannot be made \(TypeError"),
 ])
 def test_from_saved_without_a_good_saved_sweep_is_one_line(saved, message, tmp_path, monkeypatch, capsys):
     from xmlbench.cli import main
@@ -262,8 +276,92 @@ def test_from_saved_without_a_good_saved_sweep_is_one_line(saved, message, tmp_p
     assert readme.read_text() == before
 
 
+def test_from_saved_takes_the_file_put_there_last(tmp_path, monkeypatch):
+    import os
+
+    from xmlbench.benchmarks import readme_text
+    from xmlbench.cli import main
+    from xmlbench.io import write_json
+
+    readme = _checkout_with_readme(tmp_path, monkeypatch)
+    finished = tp.summarise([_measured(tp.Case(512, "flat", 3956, 16))], 20, "bert-base-random", 1)
+    cut_short = tp.summarise([_measured(tp.Case(128, "flat", 3956, 64))], 20, "bert-base-random", 13)
+    write_json(tmp_path / tp.RESULTS, finished)
+    write_json(tmp_path / tp.PARTIAL, cut_short)
+    for older, newer in ((tp.RESULTS, tp.PARTIAL), (tp.PARTIAL, tp.RESULTS)):
+        os.utime(tmp_path / older, (1_000_000, 1_000_000))
+        os.utime(tmp_path / newer, (2_000_000, 2_000_000))
+        assert main(["bench", "throughput", "--from-saved", "--readme"]) == 0
+        block = readme_text(readme, tp.README_BEGIN, tp.README_END)
+        assert ("| 128 | flat |" in block) == (newer == tp.PARTIAL) and ("| 512 | flat |" in block) == (newer == tp.RESULTS)
+
+
+class _Clock:
+    """time.monotonic for the sweep; the fake measurement moves it on by ``per_row`` seconds a row."""
+
+    def __init__(self, per_row):
+        self.now, self.per_row = 0.0, per_row
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_command_writes_rows_to_the_partial_file_and_the_whole_sweep_at_the_end(tmp_path, monkeypatch):
+    """--timeout reaches the sweep, rows go to throughput-partial.json as they finish, and throughput.json is
+    written (the partial removed) only when the sweep ends."""
+    from xmlbench.cli import main
+    from xmlbench.io import read_json
+
+    _checkout_with_readme(tmp_path, monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    clock = _Clock(per_row=100.0)
+    monkeypatch.setattr(tp.time, "monotonic", clock)
+    seen = []
+
+    def measure(case, *args):
+        partial = tmp_path / tp.PARTIAL
+        seen.append(len(read_json(partial)["rows"]) if partial.is_file() else 0)
+        assert not (tmp_path / tp.RESULTS).exists()
+        clock.now += clock.per_row
+        return _measured(case)
+
+    monkeypatch.setattr(tp, "run_case", measure)
+    assert main(["bench", "throughput", "--timeout", "150"]) == 0
+    assert seen == [0, 1]  # the third case starts past 150 s: not run
+    saved = read_json(tmp_path / tp.RESULTS)
+    assert [r["status"] for r in saved["rows"]] == ["ok", "ok"] + [tp.NOT_RUN] * (len(tp.sweep_cases()) - 2)
+    assert saved["complete"] and not (tmp_path / tp.PARTIAL).exists()
+
+
+def test_a_killed_sweep_leaves_the_finished_one_before_it_whole(tmp_path, monkeypatch, capsys):
+    from xmlbench.cli import main
+    from xmlbench.io import read_json, write_json
+
+    _checkout_with_readme(tmp_path, monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    earlier = tp.summarise([_measured(c) for c in tp.sweep_cases()], 20, "bert-base-random", len(tp.sweep_cases()))
+    write_json(tmp_path / tp.RESULTS, earlier)
+    calls = []
+
+    def die_in_the_second_row(case, *args):
+        calls.append(case)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return _measured(case)
+
+    monkeypatch.setattr(tp, "run_case", die_in_the_second_row)
+    assert main(["bench", "throughput"]) == 130
+    assert read_json(tmp_path / tp.RESULTS) == earlier
+    assert len(read_json(tmp_path / tp.PARTIAL)["rows"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the sweep's progress lines
+    assert last.startswith("xmlbench: interrupted; a benchmark does not resume") and "--resume" not in last
+
+
 @pytest.mark.parametrize("argv, message", [
     (["bench", "metrics", "--from-saved"], "--from-saved is an option of 'bench throughput' only"),
+    (["bench", "throughput", "--from-saved", "--timeout", "9"], "--from-saved measures nothing, so --timeout"),
+    (["bench", "throughput", "--from-saved", "--steps", "5"], "--from-saved measures nothing, so --timeout"),
+    (["bench", "throughput", "--timeout", "inf"], "--timeout must be positive (seconds), got inf"),
     (["bench", "metrics", "--timeout", "5"], "--timeout is an option of 'bench scaling', 'bench tree-memory'"),
     (["bench", "throughput", "--timeout", "0"], "--timeout must be positive (seconds), got 0"),
     (["bench", "scaling", "--timeout", "nan"], "--timeout must be positive (seconds), got nan"),

@@ -347,8 +347,8 @@ def format_rows(result: dict[str, Any]) -> str:
         lines.append("- The estimates run every document at full max_len (real batches are cut to their longest "
                      "document) and leave out the evaluations: upper bounds on training time at this rate.")
     if not result.get("complete", True):
-        lines.append(f"- The sweep was stopped after {len(result['rows'])} of its {result['cases']} cases: the "
-                     "rest have no row.")
+        lines.append(f"- The sweep was stopped after {len(result['rows'])} of its {result.get('cases', '?')} "
+                     "cases: the rest have no row.")
     return "\n".join(lines)
 
 
@@ -356,28 +356,36 @@ README_BEGIN = "<!-- throughput:begin (written by: xmlbench bench throughput --r
 README_END = "<!-- throughput:end -->"
 
 
-RESULTS = Path("results") / "throughput" / "throughput.json"  # under the checkout
+# Under the checkout: a finished sweep, and the rows so far of one under way (or killed). A new sweep writes
+# only the second until it ends, so the finished one it replaces survives a kill.
+RESULTS = Path("results") / "throughput" / "throughput.json"
+PARTIAL = RESULTS.with_name("throughput-partial.json")
 
 
 def _run(options) -> dict[str, Any]:
     from xmlbench.benchmarks import readme_text, write_readme_block
     from xmlbench.errors import UserError
+    from xmlbench.io import write_json
     from xmlbench.paths import CHECKOUT_ROOT
 
     if options.dataset:
         raise UserError("bench throughput takes no dataset (it trains on random tokens)")
-    path = CHECKOUT_ROOT / RESULTS
+    path, partial = CHECKOUT_ROOT / RESULTS, CHECKOUT_ROOT / PARTIAL
     readme = CHECKOUT_ROOT / "README.md" if options.extra.get("readme") else None
     if readme is not None:
         readme_text(readme, README_BEGIN, README_END)  # its markers are there, before the run rather than after
     if options.extra.get("from_saved"):
-        result = saved_result(path)
+        # the one written (or copied here) last: a sweep killed after a finished one leaves both
+        saved = [p for p in (path, partial) if p.is_file()]
+        result = saved_result(max(saved, key=lambda p: p.stat().st_mtime) if saved else path)
     else:
         if not torch.cuda.is_available():
             raise UserError("bench throughput measures a GPU (MFU against its bf16 peak) and none is visible; on "
                             "a CPU, `xmlbench bench scaling --components step` times a training step")
         path.parent.mkdir(parents=True, exist_ok=True)
-        result = sweep(steps=options.steps, save=path, budget_s=options.extra.get("timeout_s"))
+        result = sweep(steps=options.steps, save=partial, budget_s=options.extra.get("timeout_s"))
+        write_json(path, result)
+        partial.unlink()
     if readme is not None:
         write_readme_block(readme, format_rows(result), README_BEGIN, README_END)
     return result
@@ -390,13 +398,18 @@ def saved_result(path: Path) -> dict[str, Any]:
 
     if not path.is_file():
         raise UserError(f"--from-saved: no {path}; run `xmlbench bench throughput` on a GPU first, or copy "
-                        "the throughput.json such a run wrote to that path")
+                        f"the {path.name} such a run wrote to that path")
     result = read_json_object(path, ("device", "encoder", "steps", "rows", "estimates", "overheads"))
     needed = [f.name for f in fields(Case)] + ["status"]
     rows = result["rows"]
     if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in needed) for r in rows):
         raise UserError(f"{path}: damaged or not written by xmlbench: 'rows' must be a list of rows, each "
                         f"with {', '.join(needed)}")
+    try:  # the figures' types and the estimates' rows: what the table needs, found by making it
+        format_rows(result)
+    except (KeyError, TypeError, ValueError, AttributeError, StopIteration) as e:
+        raise UserError(f"{path}: damaged or not written by xmlbench: its table cannot be made "
+                        f"({type(e).__name__}: {e})") from None
     return result
 
 

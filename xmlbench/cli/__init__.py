@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         return _error("out of memory; try a smaller batch_size, max_len or dataset", 1)
     except KeyboardInterrupt:
-        return _error("interrupted; finished work is saved (use --resume to continue)", 130, prefix="")
+        # a command that cannot resume says what it kept instead (``set_defaults(interrupted=...)``)
+        return _error(getattr(args, "interrupted", "interrupted; finished work is saved (use --resume to continue)"),
+                      130, prefix="")
     except RuntimeError as e:
         if not _is_out_of_memory(e):
             raise

@@ -35,8 +35,10 @@ def add_commands(sub) -> None:
                         "measuring nothing: for a sweep run on a GPU machine and copied here")
     p.add_argument("--readme", action="store_true",
                    help="rewrite the benchmark's README block from its saved results under results/NAME/ (an "
-                        "error names the benchmarks that have one; scaling alone: from the CSV, measuring nothing)")
-    p.set_defaults(func=cmd_bench)
+                        "error names the benchmarks that have one; scaling alone: from the CSV, measuring nothing; "
+                        "throughput with --from-saved: from its JSON, measuring nothing)")
+    p.set_defaults(func=cmd_bench, interrupted="interrupted; a benchmark does not resume: what it saves as it goes "
+                                                "(throughput: its rows so far) is kept, and a rerun measures again")
 
 
 def cmd_bench(args) -> int:
@@ -53,6 +55,8 @@ def cmd_bench(args) -> int:
         raise UserError(f"--timeout must be positive (seconds), got {args.timeout:g}")
     if args.from_saved and args.what != "throughput":
         raise UserError("--from-saved is an option of 'bench throughput' only")
+    if args.from_saved and (args.timeout is not None or args.steps != 20):
+        raise UserError("--from-saved measures nothing, so --timeout and --steps do not apply to it")
     if args.readme and not bench.writes_readme:
         writers = [name for name, other in benchmarks.load_all().items() if other.writes_readme]
         raise UserError(f"--readme: 'bench {args.what}' writes no README block; those that do: {', '.join(writers)}")

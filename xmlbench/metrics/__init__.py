@@ -254,7 +254,12 @@ INT32_MAX = np.iinfo(np.int32).max
 def _int32_ids(topk: np.ndarray, n_labels: int) -> np.ndarray:
     """C-contiguous int32 predictions; ids outside [0, L), misses anyway, become -1 (so none can wrap)."""
     if topk.dtype != np.int32 and n_labels <= INT32_MAX:
-        topk = np.where((topk >= 0) & (topk < n_labels), topk, -1).astype(np.int32)
+        # filled, not np.where(..., topk, -1): numpy 2.5 refuses -1 in an unsigned dtype, and a uint64
+        # beside a signed int would promote to float64
+        ids = np.full(topk.shape, -1, dtype=np.int32)
+        valid = (topk >= 0) & (topk < n_labels)
+        ids[valid] = topk[valid]  # each below n_labels <= INT32_MAX: fits
+        topk = ids
     return np.ascontiguousarray(topk)
 
 

@@ -255,12 +255,14 @@ def _saved_with(row=None, **top):
     ('{"device": "x", "encoder', "throughput.json: damaged or truncated"),
     ('[1, 2]', "throughput.json: damaged: expected a JSON object"),
     ('{"device": "", "encoder": "e", "steps": 1, "rows": [{"status": "ok"}], "estimates": [], "overheads": []}',
-     "throughput.json: damaged or not written by xmlbench: 'rows' must be a list of rows, each with max_len"),
-    (_saved_with({"status": 5}), r"its table cannot be made \(AttributeError"),
-    (_saved_with({"n_labels": "x"}), r"its table cannot be made \(ValueError"),
-    (_saved_with({"train_docs_per_s": "fast"}), r"its table cannot be made \(ValueError"),
-    (_saved_with(estimates=[{}]), r"its table cannot be made \(KeyError"),
-    (_saved_with(overheads=[1]), r"its table cannot be made \(TypeError"),
+     r"throughput.json: cannot be shown in the README block \(KeyError: 'mode'\); measure it again or delete it"),
+    ('{"device": "", "encoder": "e", "steps": 1, "rows": {"a": 1}, "estimates": [], "overheads": []}',
+     r"throughput.json: cannot be shown in the README block \(TypeError"),
+    (_saved_with({"status": 5}), r"cannot be shown in the README block \(AttributeError"),
+    (_saved_with({"n_labels": "x"}), r"cannot be shown in the README block \(ValueError"),
+    (_saved_with({"train_docs_per_s": "fast"}), r"cannot be shown in the README block \(ValueError"),
+    (_saved_with(estimates=[{}]), r"cannot be shown in the README block \(KeyError"),
+    (_saved_with(overheads=[1]), r"cannot be shown in the README block \(TypeError"),
 ])
 def test_from_saved_without_a_good_saved_sweep_is_one_line(saved, message, tmp_path, monkeypatch, capsys):
     from xmlbench.cli import main

@@ -118,22 +118,22 @@ def save_result_and_readme(result: dict[str, Any], path: Path, table: Callable[[
 
     readme_text(readme, *markers)
     files = sorted({*path.parent.glob("*.json"), path})  # in file order, whichever was measured last
-    block = table([result if p == path else _renderable(p, table) for p in files])  # before writing anything
+    block = table([result if p == path else renderable(p, table) for p in files])  # before writing anything
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, result)
     write_readme_block(readme, block, *markers)
     return path
 
 
-def _renderable(path: Path, table: Callable[[list[dict[str, Any]]], str]) -> dict[str, Any]:
+def renderable(path: Path, table: Callable[[list[dict[str, Any]]], str]) -> dict[str, Any]:
     """A saved result that its table can show (UserError naming the file otherwise, e.g. one saved by an
-    older version without a column the table now has)."""
+    older version without a column the table now has, or a damaged one with a figure of the wrong type)."""
     from xmlbench.io import read_json_object
 
     result = read_json_object(path)
     try:
         table([result])
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, StopIteration) as error:
         raise UserError(f"{path}: cannot be shown in the README block ({type(error).__name__}: {error}); "
                         "measure it again or delete it") from None
     return result

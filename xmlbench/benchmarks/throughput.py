@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -385,32 +385,21 @@ def _run(options) -> dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         result = sweep(steps=options.steps, save=partial, budget_s=options.extra.get("timeout_s"))
         write_json(path, result)
-        partial.unlink()
+        partial.unlink(missing_ok=True)  # a sweep of no cases wrote none
     if readme is not None:
         write_readme_block(readme, format_rows(result), README_BEGIN, README_END)
     return result
 
 
 def saved_result(path: Path) -> dict[str, Any]:
-    """A sweep's saved result (run here or on a GPU machine and copied here), checked enough to format."""
+    """A sweep's saved result (run here or on a GPU machine and copied here) that its table can show."""
+    from xmlbench.benchmarks import renderable
     from xmlbench.errors import UserError
-    from xmlbench.io import read_json_object
 
     if not path.is_file():
         raise UserError(f"--from-saved: no {path}; run `xmlbench bench throughput` on a GPU first, or copy "
                         f"the {path.name} such a run wrote to that path")
-    result = read_json_object(path, ("device", "encoder", "steps", "rows", "estimates", "overheads"))
-    needed = [f.name for f in fields(Case)] + ["status"]
-    rows = result["rows"]
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in needed) for r in rows):
-        raise UserError(f"{path}: damaged or not written by xmlbench: 'rows' must be a list of rows, each "
-                        f"with {', '.join(needed)}")
-    try:  # the figures' types and the estimates' rows: what the table needs, found by making it
-        format_rows(result)
-    except (KeyError, TypeError, ValueError, AttributeError, StopIteration) as e:
-        raise UserError(f"{path}: damaged or not written by xmlbench: its table cannot be made "
-                        f"({type(e).__name__}: {e})") from None
-    return result
+    return renderable(path, lambda results: format_rows(results[0]))  # one sweep, one table
 
 
 BENCHMARKS.register("throughput", Benchmark(
